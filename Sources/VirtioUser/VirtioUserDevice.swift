@@ -1,0 +1,358 @@
+import CFerry
+import Vhost
+import Virtio
+
+/// A virtio-user device: Ferry as the virtio driver, a vhost backend as the device.
+///
+/// This is the seed's `virtio_user_dev` (DPDK `virtio_user_dev.c`) with the ethdev's driver
+/// steps folded in, because Ferry is both. The order of vhost messages is the seed's, and
+/// `../shared/reference/anchors.md` lists it:
+///
+/// - `init`: SET_OWNER, GET_FEATURES (and the protocol features), the MAC, max queue pairs,
+///   the notifier eventfds and the feature masks.
+/// - `negotiate()`: ACK, DRIVER, then FEATURES_OK, which sends SET_VRING_CALL for every vring
+///   before SET_FEATURES (vhost allocates queue pairs on SET_VRING_CALL).
+/// - `start()`: DRIVER_OK, which sends SET_MEM_TABLE, then per vring NUM, BASE, ADDR and
+///   KICK last (vhost takes KICK to mean the ring is ready), then enables pair 0.
+/// - `stop()`: disables every pair, then GET_VRING_BASE per vring.
+///
+/// Control path only; not thread-safe. The forwarding workers touch only the rings.
+public final class VirtioUserDevice {
+    /// What Ferry's datapath can drive today. Packed rings, indirect descriptors and offloads
+    /// come with later work; the seed's masks still apply on top of this.
+    public static let driverFeatures: VirtioFeatures = [
+        .version1, .mrgRxbuf, .inOrder, .mac, .status, .ctrlVq, .ctrlRx, .ctrlVlan, .mq,
+        .ctrlMacAddr,
+    ]
+
+    public let options: VirtioUserOptions
+    public var path: String { options.path }
+    public let backend: any VhostBackend
+    public let kind: VhostBackendKind
+    let memory: SharedMemory
+
+    /// What the device offers, after the unsupported mask (`device_features`).
+    public private(set) var deviceFeatures: VirtioFeatures = []
+    /// What virtio-user itself claims on the device's behalf (`frontend_features`).
+    public private(set) var frontendFeatures: VirtioFeatures = []
+    /// What virtio-user refuses whatever the device offers (`unsupported_features`).
+    public private(set) var unsupportedFeatures: VirtioFeatures = []
+    /// The negotiated set (`features`).
+    public private(set) var features: VirtioFeatures = []
+
+    public private(set) var mac: [UInt8] = []
+    public private(set) var macSpecified = false
+    public private(set) var maxQueuePairs = 1
+    /// Pairs currently enabled (`queue_pairs`).
+    public private(set) var queuePairs = 1
+    public private(set) var status: DeviceStatus = []
+    public private(set) var started = false
+
+    public private(set) var kickFDs: [EventFD] = []
+    public private(set) var callFDs: [EventFD] = []
+    /// The driver side of each vring, RX at 2·pair and TX at 2·pair+1. Allocated at
+    /// FEATURES_OK, when the ring flags are known. Workers hold these pointers.
+    public private(set) var rings: [UnsafeMutablePointer<SplitRing>] = []
+    private var ringMemory: [UnsafeMutableRawPointer] = []
+
+    /// The control queue is claimed (`cq`), explicitly or because of multi-queue.
+    public private(set) var controlQueue = false
+
+    public var vringCount: Int { 2 * maxQueuePairs }
+
+    /// Opens the backend and runs the seed's `virtio_user_dev_init`.
+    public init(options: VirtioUserOptions, memory: SharedMemory) throws {
+        self.options = options
+        self.memory = memory
+        kind = try VhostBackendKind.detect(path: options.path)
+        switch kind {
+        case .vhostUser:
+            break
+        case .vhostKernel:
+            throw VirtioUserError.backendNotSupportedYet(path: options.path, kind: "vhost-kernel")
+        case .vhostVdpa:
+            throw VirtioUserError.backendNotSupportedYet(path: options.path, kind: "vhost-vdpa")
+        }
+        if options.server {
+            backend = try VhostUserBackend(listeningAt: options.path, acceptTimeoutMs: options.acceptTimeoutMs)
+        } else {
+            backend = try VhostUserBackend(connectingTo: options.path)
+        }
+        do {
+            try initialize()
+        } catch {
+            backend.close()
+            throw error
+        }
+    }
+
+    private func initialize() throws {
+        try backend.setOwner()
+        unsupportedFeatures = VirtioFeatures(rawValue: ~(VirtioFeatures.virtioUserSupported.rawValue | backend.backendFeatures))
+        deviceFeatures = VirtioFeatures(rawValue: try backend.getFeatures())
+        unsupportedFeatures.formUnion(VirtioFeatures(rawValue: backend.unsupportedFeatures))
+
+        initMAC()
+        if !initMaxQueuePairs() { unsupportedFeatures.insert(.mq) }
+        guard options.queues <= maxQueuePairs else {
+            throw VirtioUserError.tooManyQueuePairs(path: path, requested: options.queues, supported: maxQueuePairs)
+        }
+        controlQueue = options.cq || maxQueuePairs > 1
+
+        for _ in 0..<vringCount {
+            kickFDs.append(try EventFD.make())
+            callFDs.append(try EventFD.make())
+        }
+
+        if !options.mrgRxbuf { unsupportedFeatures.insert(.mrgRxbuf) }
+        if !options.inOrder { unsupportedFeatures.insert(.inOrder) }
+        if !options.packedVq { unsupportedFeatures.insert(.ringPacked) }
+        if macSpecified { frontendFeatures.insert(.mac) } else { unsupportedFeatures.insert(.mac) }
+        if controlQueue {
+            // The device needs to know nothing of the control queue: virtio-user emulates it.
+            frontendFeatures.insert(.ctrlVq)
+        } else {
+            unsupportedFeatures.formUnion([.ctrlVq, .ctrlRx, .ctrlVlan, .guestAnnounce, .mq, .ctrlMacAddr])
+        }
+        // A vhost-user backend does not report STATUS; virtio-user provides it.
+        if kind == .vhostUser { frontendFeatures.insert(.status) }
+
+        frontendFeatures.subtract(unsupportedFeatures)
+        deviceFeatures.subtract(unsupportedFeatures)
+
+        // Ring memory is laid out now; the rings themselves are built at FEATURES_OK.
+        let ringBytes = SplitRingLayout.totalSize(queueSize: options.queueSize)
+        for _ in 0..<vringCount {
+            ringMemory.append(try memory.allocate(bytes: ringBytes, alignment: SplitRingLayout.alignment))
+        }
+        FerryLog.info("\(path): vhost-user backend, device features \(deviceFeatures), \(maxQueuePairs) queue pair(s) max")
+    }
+
+    /// The seed's `virtio_user_dev_init_mac`: the configured MAC is written to the device when
+    /// it can take one; otherwise the device's; otherwise a random, locally administered one.
+    private func initMAC() {
+        if let configured = options.mac {
+            mac = configured
+            macSpecified = true
+            if deviceFeatures.contains(.mac) {
+                try? backend.setConfig(offset: UInt32(VirtioNetConfig.macOffset), bytes: configured)
+                if let read = try? backend.getConfig(offset: UInt32(VirtioNetConfig.macOffset), size: 6),
+                   read.count == 6, read != configured {
+                    FerryLog.info("\(path): device MAC update failed")
+                }
+            }
+        } else if deviceFeatures.contains(.mac),
+                  let read = try? backend.getConfig(offset: UInt32(VirtioNetConfig.macOffset), size: 6),
+                  read.count == 6 {
+            mac = read
+            macSpecified = true
+        } else {
+            var random = (0..<6).map { _ in UInt8.random(in: 0...255) }
+            random[0] = (random[0] & 0xfe) | 0x02 // unicast, locally administered
+            mac = random
+            FerryLog.info("\(path): no MAC in config or device, using random \(Self.format(mac: mac))")
+        }
+    }
+
+    /// The seed's `virtio_user_dev_init_max_queue_pairs`. Returns false when MQ must be masked.
+    private func initMaxQueuePairs() -> Bool {
+        guard deviceFeatures.contains(.mq) else {
+            maxQueuePairs = 1
+            return true
+        }
+        do {
+            let bytes = try backend.getConfig(offset: UInt32(VirtioNetConfig.maxVirtqueuePairsOffset), size: 2)
+            guard bytes.count == 2 else { maxQueuePairs = 1; return false }
+            let value = Int(bytes[0]) | Int(bytes[1]) << 8
+            // Untrusted: 1...0x8000 is what the spec allows (virtio 1.2 §5.1.4).
+            guard value >= 1 && value <= 0x8000 else {
+                FerryLog.error("\(path): device advertises \(value) queue pairs; disabling MQ")
+                maxQueuePairs = 1
+                return false
+            }
+            maxQueuePairs = value
+        } catch VhostError.notSupported {
+            maxQueuePairs = max(1, options.queues)
+        } catch {
+            FerryLog.error("\(path): failed to get max queue pairs from device: \(error)")
+            maxQueuePairs = 1
+            return false
+        }
+        return true
+    }
+
+    // MARK: - Driver status
+
+    /// Resets, then ACK, DRIVER and FEATURES_OK, as virtio-net's probe does. Builds the rings.
+    public func negotiate() throws {
+        try setStatus([])
+        try setStatus([.acknowledge])
+        try setStatus([.acknowledge, .driver])
+        let host = deviceFeatures.union(frontendFeatures)
+        features = host.intersection(Self.driverFeatures)
+        if options.packedVq && host.contains(.ringPacked) {
+            FerryLog.warning("\(path): packed_vq=1: packed rings are not implemented yet; using a split ring")
+        }
+        try setStatus([.acknowledge, .driver, .featuresOK])
+        if let reported = try? readStatus(), !reported.contains(.featuresOK) {
+            throw VirtioUserError.featuresRejected(path: path, status: reported.rawValue)
+        }
+        buildRings()
+    }
+
+    /// DRIVER_OK: shares memory, programs every vring and enables pair 0. RX rings should be
+    /// filled before this, so the backend finds buffers as soon as it sees the kick fd.
+    public func start() throws {
+        try setStatus([.acknowledge, .driver, .featuresOK, .driverOK])
+    }
+
+    /// The seed's `virtio_user_dev_set_status`, with the side effects of virtio_user_ethdev's
+    /// `virtio_user_set_status`: FEATURES_OK sets features, DRIVER_OK starts, 0 resets.
+    public func setStatus(_ new: DeviceStatus) throws {
+        let old = status
+        if new.contains(.featuresOK) && !old.contains(.featuresOK) {
+            try setFeatures()
+        }
+        if new.contains(.driverOK) {
+            try startDevice()
+        } else if new.isEmpty {
+            _ = try? stop()
+        }
+        status = new
+        // vhost-user: until FEATURES_OK we do not know whether the backend has STATUS, so the
+        // status is not sent (DPDK's vhost_user_set_status does the same).
+        guard kind != .vhostUser || new.contains(.featuresOK) else { return }
+        do {
+            try backend.setStatus(new.rawValue)
+        } catch VhostError.notSupported {
+        }
+    }
+
+    /// GET_STATUS where the backend has it.
+    public func readStatus() throws -> DeviceStatus {
+        guard kind != .vhostUser || status.contains(.featuresOK) else { return status }
+        do {
+            return DeviceStatus(rawValue: try backend.getStatus())
+        } catch VhostError.notSupported {
+            return status
+        }
+    }
+
+    /// The seed's `virtio_user_dev_set_features`.
+    private func setFeatures() throws {
+        for i in 0..<vringCount {
+            try backend.setVringCall(index: UInt32(i), fd: callFDs[i].fd)
+        }
+        var wire = features
+        wire.remove(.mac)
+        if !hasHardwareControlQueue { wire.remove(.ctrlVq) }
+        wire.remove(.status)
+        // Keep the transport's own bits the device offered (PROTOCOL_FEATURES for vhost-user).
+        let transportBits = backend.backendFeatures & rawDeviceOffer
+        try backend.setFeatures(wire.rawValue | transportBits)
+        FerryLog.info("\(path): set features 0x\(String(wire.rawValue | transportBits, radix: 16)) (\(features))")
+    }
+
+    /// vhost-user backends never own the control queue; vDPA may (a later issue).
+    var hasHardwareControlQueue: Bool { false }
+
+    /// The device's offer after the masks; transport bits (bit 30) survive the mask because
+    /// `unsupportedFeatures` excludes the backend's own features.
+    private var rawDeviceOffer: UInt64 { deviceFeatures.rawValue }
+
+    private func buildRings() {
+        guard rings.isEmpty else { return }
+        for i in 0..<vringCount {
+            let ring = UnsafeMutablePointer<SplitRing>.allocate(capacity: 1)
+            ring.initialize(to: SplitRing(memory: ringMemory[i], queueSize: UInt16(truncatingIfNeeded: options.queueSize),
+                                          eventIdx: features.contains(.ringEventIdx),
+                                          inOrder: features.contains(.inOrder)))
+            // Ferry polls: ask the device not to interrupt.
+            ring.pointee.disableInterrupts()
+            rings.append(ring)
+        }
+    }
+
+    /// The seed's `virtio_user_start_device`.
+    private func startDevice() throws {
+        guard !started else { return }
+        guard rings.count == vringCount else {
+            throw VirtioUserError.invalidState(path: path, detail: "DRIVER_OK before FEATURES_OK")
+        }
+        try backend.setMemoryTable(memory.regions)
+        for i in 0..<vringCount { try kickQueue(i) }
+        try backend.enableQueuePair(0, enable: true)
+        queuePairs = 1
+        started = true
+    }
+
+    /// The seed's `virtio_user_kick_queue`: NUM, BASE, ADDR, then KICK last.
+    private func kickQueue(_ index: Int) throws {
+        let ring = rings[index].pointee
+        let i = UInt32(index)
+        try backend.setVringNum(VhostVringState(index: i, num: UInt32(ring.queueSize)))
+        try backend.setVringBase(VhostVringState(index: i, num: 0))
+        try backend.setVringAddr(VhostVringAddr(
+            index: i,
+            descUserAddr: UInt64(UInt(bitPattern: ring.descTable)),
+            usedUserAddr: UInt64(UInt(bitPattern: ring.usedRing)),
+            availUserAddr: UInt64(UInt(bitPattern: ring.availRing))))
+        try backend.setVringKick(index: i, fd: kickFDs[index].fd)
+    }
+
+    /// The seed's `virtio_user_handle_mq`: enables the first `pairs` pairs and disables the
+    /// rest. Returns the control-queue ack (0 OK, 1 ERR).
+    @discardableResult
+    public func handleMQ(pairs: Int) -> UInt8 {
+        guard pairs >= 1, pairs <= maxQueuePairs else {
+            FerryLog.error("\(path): multi-queue config \(pairs), but only \(maxQueuePairs) supported")
+            return 1
+        }
+        var failed = false
+        for i in 0..<pairs where (try? backend.enableQueuePair(i, enable: true)) == nil { failed = true }
+        for i in pairs..<maxQueuePairs where (try? backend.enableQueuePair(i, enable: false)) == nil { failed = true }
+        queuePairs = pairs
+        return failed ? 1 : 0
+    }
+
+    /// The seed's `virtio_user_stop_device`: disables every pair, then GET_VRING_BASE per
+    /// vring. Returns each vring's base: the device's next avail index.
+    @discardableResult
+    public func stop() throws -> [UInt32] {
+        guard started else { return [] }
+        for i in 0..<maxQueuePairs { try backend.enableQueuePair(i, enable: false) }
+        var bases: [UInt32] = []
+        for i in 0..<vringCount { bases.append(try backend.getVringBase(index: UInt32(i))) }
+        started = false
+        return bases
+    }
+
+    /// Marks the device stopped without talking to the backend (it has gone away).
+    public func markBackendLost() {
+        started = false
+    }
+
+    /// Closes the backend and the notifiers, and frees the rings' side tables. Ring and
+    /// buffer memory belongs to `SharedMemory` and outlives the device.
+    public func close() {
+        backend.close()
+        for fd in kickFDs { fd.close() }
+        for fd in callFDs { fd.close() }
+        kickFDs = []
+        callFDs = []
+        for ring in rings {
+            ring.pointee.deallocate()
+            ring.deinitialize(count: 1)
+            ring.deallocate()
+        }
+        rings = []
+    }
+
+    deinit {
+        if !rings.isEmpty || !kickFDs.isEmpty { close() }
+    }
+
+    public static func format(mac: [UInt8]) -> String {
+        mac.map { $0 < 16 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined(separator: ":")
+    }
+}
