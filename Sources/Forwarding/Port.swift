@@ -1,0 +1,113 @@
+import CFerry
+import FerryConfig
+import Virtio
+import VirtioUser
+
+/// A forwarding port: a virtio-user device, its queues and its link state.
+///
+/// Setup and teardown run on the control thread; the queues are handed to one worker each.
+final class Port {
+    let index: Int
+    let config: PortConfig
+    let device: VirtioUserDevice
+    /// 1 while the backend is connected. Workers read it once per stream per loop.
+    let link: UnsafeMutablePointer<UInt8>
+    let macBytes: UnsafeMutablePointer<UInt8>
+    let peerMacBytes: UnsafeMutablePointer<UInt8>
+    private(set) var rxQueues: [UnsafeMutablePointer<RxQueue>] = []
+    private(set) var txQueues: [UnsafeMutablePointer<TxQueue>] = []
+    /// Frames Ferry put on a TX ring that the backend had not taken when it stopped.
+    private(set) var txInFlightAtStop: UInt64 = 0
+    /// Frames the backend put on an RX ring that Ferry had not read when it stopped.
+    private(set) var rxUnreadAtStop: UInt64 = 0
+    private(set) var reconnects = 0
+
+    var queues: Int { config.queues }
+    var isLinkUp: Bool { ferry_load_acquire_u8(link) != 0 }
+    var mac: [UInt8] { device.mac }
+
+    init(config: PortConfig, memory: SharedMemory, peerMAC: [UInt8]) throws {
+        index = config.index
+        self.config = config
+        let options = VirtioUserOptions(path: config.path, queues: config.queues, queueSize: config.queueSize,
+                                        mac: config.mac?.octets, server: config.server, mrgRxbuf: config.mrgRxbuf,
+                                        inOrder: config.inOrder, packedVq: config.packedVq, cq: config.cq)
+        device = try VirtioUserDevice(options: options, memory: memory)
+        link = .allocate(capacity: 1)
+        link.initialize(to: 0)
+        macBytes = .allocate(capacity: 6)
+        peerMacBytes = .allocate(capacity: 6)
+        peerMacBytes.initialize(from: peerMAC, count: 6)
+    }
+
+    deinit {
+        for q in rxQueues { q.deallocate() }
+        for q in txQueues {
+            q.pointee.deallocate()
+            q.deallocate()
+        }
+        link.deallocate()
+        macBytes.deallocate()
+        peerMacBytes.deallocate()
+        device.close()
+    }
+
+    /// Negotiates features and builds the queues on the device's rings.
+    func prepare(burst: Int, dataRoom: Int) throws {
+        try device.negotiate()
+        macBytes.initialize(from: device.mac, count: 6)
+        let headerSize = VirtioNetHeader.size(for: device.features)
+        let mergeable = device.features.contains(.mrgRxbuf)
+        for q in 0..<queues {
+            let rx = UnsafeMutablePointer<RxQueue>.allocate(capacity: 1)
+            rx.initialize(to: RxQueue(ring: device.rings[2 * q], kickFD: device.kickFDs[2 * q],
+                                      headerSize: headerSize, dataRoom: dataRoom, mergeable: mergeable, burst: burst))
+            rxQueues.append(rx)
+            let tx = UnsafeMutablePointer<TxQueue>.allocate(capacity: 1)
+            tx.initialize(to: TxQueue(ring: device.rings[2 * q + 1], kickFD: device.kickFDs[2 * q + 1],
+                                      headerSize: headerSize))
+            txQueues.append(tx)
+        }
+        FerryLog.info("port \(index) (\(config.path)): split ring, queue_size \(config.queueSize), queues \(queues), mrg_rxbuf \(mergeable ? "on" : "off"), in_order \(device.features.contains(.inOrder) ? "on" : "off"), indirect off, MAC \(VirtioUserDevice.format(mac: device.mac))")
+    }
+
+    /// Fills every RX ring, then DRIVER_OK, then enables the configured pairs.
+    func start(cache: inout PoolCache) throws {
+        for rx in rxQueues { rx.pointee.refill(cache: &cache) }
+        try device.start()
+        if queues > 1 {
+            // What the driver's VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET would do (seed virtio_user_handle_mq).
+            guard device.handleMQ(pairs: queues) == 0 else {
+                throw RuntimeError.start("\(config.path): could not enable \(queues) queue pairs")
+            }
+        }
+        ferry_store_release_u8(link, 1)
+    }
+
+    /// Checks the backend; takes the link down, with one log line, when it has gone.
+    func pollLink() {
+        guard isLinkUp, device.backend.isPeerClosed() else { return }
+        ferry_store_release_u8(link, 0)
+        device.markBackendLost()
+        FerryLog.warning("port \(index) (\(config.path)): link down: backend closed the connection")
+    }
+
+    /// Stops the device (GET_VRING_BASE) and works out what was left in flight. Workers must
+    /// have stopped.
+    func stop() {
+        guard isLinkUp else { return }
+        ferry_store_release_u8(link, 0)
+        do {
+            let bases = try device.stop()
+            guard bases.count >= 2 * queues else { return }
+            for q in 0..<queues {
+                let txRing = device.rings[2 * q + 1].pointee
+                // The TX base is the device's next avail index: what it consumed.
+                txInFlightAtStop += UInt64(UInt16(truncatingIfNeeded: Int(txRing.availIndex) - Int(bases[2 * q + 1])))
+                rxUnreadAtStop += UInt64(device.rings[2 * q].pointee.pendingUsed())
+            }
+        } catch {
+            FerryLog.warning("port \(index) (\(config.path)): stop: \(error)")
+        }
+    }
+}

@@ -1,0 +1,192 @@
+import CFerry
+import FerryConfig
+import VirtioUser
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A forwarding worker: one pinned thread running burst loops over its streams.
+///
+/// Everything the loop touches is worker-owned: its streams, their queues, its buffer cache
+/// and its counters. The control thread talks to it through two bytes (stop, and each port's
+/// link flag) and reads its published counters.
+final class Worker: @unchecked Sendable {
+    let id: Int
+    let cpu: Int
+    let mode: ForwardingMode
+    let burst: Int
+    let txFirst: Int
+    let streams: UnsafeMutablePointer<Stream>
+    let streamCount: Int
+    let cache: UnsafeMutablePointer<PoolCache>
+    let stopFlag: UnsafeMutablePointer<UInt8>
+    let bufs: UnsafeMutablePointer<UInt32>
+    let lengths: UnsafeMutablePointer<UInt32>
+    private var thread: pthread_t?
+    /// Set by the worker when pinning failed (errno), for the control thread to log.
+    private(set) var pinError: Int32 = 0
+
+    init(id: Int, cpu: Int, mode: ForwardingMode, burst: Int, txFirst: Int, streams: [Stream],
+         cache: PoolCache, stopFlag: UnsafeMutablePointer<UInt8>) {
+        self.id = id
+        self.cpu = cpu
+        self.mode = mode
+        self.burst = burst
+        self.txFirst = txFirst
+        streamCount = streams.count
+        self.streams = .allocate(capacity: max(1, streams.count))
+        self.streams.initialize(from: streams, count: streams.count)
+        self.cache = .allocate(capacity: 1)
+        self.cache.initialize(to: cache)
+        self.stopFlag = stopFlag
+        bufs = .allocate(capacity: burst)
+        lengths = .allocate(capacity: burst)
+    }
+
+    deinit {
+        cache.pointee.release()
+        cache.deinitialize(count: 1)
+        cache.deallocate()
+        streams.deinitialize(count: streamCount)
+        streams.deallocate()
+        bufs.deallocate()
+        lengths.deallocate()
+    }
+
+    func start() throws {
+        let context = Unmanaged.passRetained(self).toOpaque()
+        var tid = pthread_t()
+        let rc = pthread_create(&tid, nil, { arg in
+            let worker = Unmanaged<Worker>.fromOpaque(arg!).takeRetainedValue()
+            worker.main()
+            return nil
+        }, context)
+        guard rc == 0 else {
+            Unmanaged<Worker>.fromOpaque(context).release()
+            throw RuntimeError.thread(errno: rc)
+        }
+        thread = tid
+    }
+
+    func join() {
+        if let t = thread {
+            pthread_join(t, nil)
+            thread = nil
+        }
+    }
+
+    /// Reads a stream's counters as last published.
+    func counters(stream: Int) -> StreamCounters { streams[stream].published.read() }
+
+    private func main() {
+        let rc = ferry_pin_current_thread(Int32(cpu))
+        if rc != 0 { pinError = rc }
+        switch mode {
+        case .io: run(IOEngine.self)
+        case .mac: run(MacEngine.self)
+        case .macswap: run(MacSwapEngine.self)
+        case .rxonly: run(RxOnlyEngine.self)
+        case .txonly: run(TxOnlyEngine.self)
+        }
+    }
+
+    /// The burst loop, specialized per engine.
+    private func run<E: ForwardingEngine>(_ engine: E.Type) {
+        let streams = self.streams
+        let count = streamCount
+        let cache = self.cache
+        let bufs = self.bufs
+        let lengths = self.lengths
+        let burst = self.burst
+        let stop = stopFlag
+
+        for _ in 0..<txFirst {
+            for s in 0..<count where linkUp(streams + s) {
+                transmitBurst(streams + s, bufs: bufs, lengths: lengths,
+                              count: TxOnlyEngine.produce(streams + s, bufs: bufs, lengths: lengths, max: burst, cache: &cache.pointee),
+                              cache: cache)
+            }
+        }
+
+        var iteration: UInt32 = 0
+        while ferry_load_acquire_u8(stop) == 0 {
+            var s = 0
+            while s < count {
+                let stream = streams + s
+                s &+= 1
+                guard linkUp(stream) else { continue }
+                forward(stream, E.self, bufs: bufs, lengths: lengths, burst: burst, cache: cache)
+            }
+            iteration &+= 1
+            if iteration & 255 == 0 { publish() }
+        }
+        publish()
+    }
+
+    @inline(__always)
+    private func linkUp(_ stream: UnsafeMutablePointer<Stream>) -> Bool {
+        ferry_load_acquire_u8(stream.pointee.rxLink) != 0 && ferry_load_acquire_u8(stream.pointee.txLink) != 0
+    }
+
+    @inline(__always)
+    private func forward<E: ForwardingEngine>(_ stream: UnsafeMutablePointer<Stream>, _ engine: E.Type,
+                                              bufs: UnsafeMutablePointer<UInt32>, lengths: UnsafeMutablePointer<UInt32>,
+                                              burst: Int, cache: UnsafeMutablePointer<PoolCache>) {
+        let n: Int
+        if E.receives {
+            n = stream.pointee.rx.pointee.receive(bufs: bufs, lengths: lengths, max: burst, cache: &cache.pointee)
+            guard n > 0 else { return }
+            var bytes: UInt64 = 0
+            for i in 0..<n { bytes &+= UInt64(lengths[i]) }
+            stream.pointee.counters.rxPackets &+= UInt64(n)
+            stream.pointee.counters.rxBytes &+= bytes
+        } else {
+            n = TxOnlyEngine.produce(stream, bufs: bufs, lengths: lengths, max: burst, cache: &cache.pointee)
+            guard n > 0 else { return }
+        }
+        E.process(stream, bufs: bufs, lengths: lengths, count: n, cache: &cache.pointee)
+        if E.transmits {
+            transmitBurst(stream, bufs: bufs, lengths: lengths, count: n, cache: cache)
+        } else {
+            for i in 0..<n { cache.pointee.put(bufs[i]) }
+        }
+    }
+
+    /// Sends a burst; what does not fit on the ring is dropped and counted, as testpmd does.
+    @inline(__always)
+    private func transmitBurst(_ stream: UnsafeMutablePointer<Stream>, bufs: UnsafeMutablePointer<UInt32>,
+                               lengths: UnsafeMutablePointer<UInt32>, count n: Int,
+                               cache: UnsafeMutablePointer<PoolCache>) {
+        guard n > 0 else { return }
+        let sent = stream.pointee.tx.pointee.transmit(bufs: bufs, lengths: lengths, count: n, cache: &cache.pointee)
+        var bytes: UInt64 = 0
+        for i in 0..<sent { bytes &+= UInt64(lengths[i]) }
+        stream.pointee.counters.txPackets &+= UInt64(sent)
+        stream.pointee.counters.txBytes &+= bytes
+        if sent < n {
+            stream.pointee.counters.txDropped &+= UInt64(n &- sent)
+            for i in sent..<n { cache.pointee.put(bufs[i]) }
+        }
+    }
+
+    private func publish() {
+        for s in 0..<streamCount {
+            streams[s].counters.rxErrors = streams[s].rx.pointee.errors
+            streams[s].published.publish(streams[s].counters)
+        }
+    }
+}
+
+enum RuntimeError: Error, CustomStringConvertible {
+    case thread(errno: Int32)
+    case config(String)
+    case start(String)
+
+    var description: String {
+        switch self {
+        case let .thread(e): return "cannot start worker thread: \(String(cString: strerror(e)))"
+        case let .config(m): return m
+        case let .start(m): return m
+        }
+    }
+}
