@@ -202,8 +202,18 @@ public final class VirtioUserDevice {
 
     /// DRIVER_OK: shares memory, programs every vring and enables pair 0. RX rings should be
     /// filled before this, so the backend finds buffers as soon as it sees the kick fd.
+    ///
+    /// Then the status is read back: a device may refuse DRIVER_OK (FAILED or NEEDS_RESET).
+    /// The read also orders what follows: DPDK's vhost answers SET_STATUS before it runs its
+    /// `new_device` callback, but handles one message at a time, so the GET_STATUS reply means
+    /// the backend is ready to forward. Without it the first `tx_first` burst races the
+    /// backend and is dropped.
     public func start() throws {
         try setStatus([.acknowledge, .driver, .featuresOK, .driverOK])
+        if let reported = try? readStatus(),
+           reported.contains(.failed) || reported.contains(.deviceNeedsReset) {
+            throw VirtioUserError.driverRejected(path: path, status: reported.rawValue)
+        }
     }
 
     /// The seed's `virtio_user_dev_set_status`, with the side effects of virtio_user_ethdev's

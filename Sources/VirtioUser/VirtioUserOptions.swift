@@ -42,6 +42,7 @@ public enum VirtioUserError: Error, CustomStringConvertible {
     case serverModeNeedsVhostUser(path: String)
     case tooManyQueuePairs(path: String, requested: Int, supported: Int)
     case featuresRejected(path: String, status: UInt8)
+    case driverRejected(path: String, status: UInt8)
     case invalidState(path: String, detail: String)
 
     public var description: String {
@@ -54,6 +55,8 @@ public enum VirtioUserError: Error, CustomStringConvertible {
             return "\(path): \(requested) queue pairs requested, the backend supports \(supported)"
         case let .featuresRejected(path, status):
             return "\(path): device did not accept the features (status 0x\(String(status, radix: 16)))"
+        case let .driverRejected(path, status):
+            return "\(path): device did not accept DRIVER_OK (status 0x\(String(status, radix: 16)))"
         case let .invalidState(path, detail):
             return "\(path): \(detail)"
         }
