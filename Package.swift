@@ -33,7 +33,7 @@ let package = Package(
         .testTarget(name: "FerryConfigTests", dependencies: ["FerryConfig"]),
         .testTarget(name: "VirtioUserTests", dependencies: ["VirtioUser", "FerryTestSupport"]),
         .testTarget(name: "ForwardingTests", dependencies: ["Forwarding", "FerryTestSupport"]),
-        .testTarget(name: "InteropTests", dependencies: ["FerryTestSupport"]),
+        .testTarget(name: "InteropTests", dependencies: ["Forwarding", "FerryConfig", "FerryTestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )
