@@ -7,6 +7,10 @@ let package = Package(
     products: [
         .executable(name: "ferry", targets: ["ferry"]),
     ],
+    dependencies: [
+        // Tests only: property-based checks of the rings against a reference model.
+        .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
+    ],
     targets: [
         // C shims for what Swift cannot see: eventfd, memfd, CMSG, affinity, atomics, cpu relax.
         .target(name: "CFerry"),
@@ -29,6 +33,9 @@ let package = Package(
         .target(name: "FerryTestSupport", dependencies: ["CFerry", "Virtio", "Vhost"]),
 
         .testTarget(name: "VirtioTests", dependencies: ["Virtio", "FerryTestSupport"]),
+        .testTarget(name: "RingPropertyTests", dependencies: [
+            "Virtio", "FerryTestSupport", .product(name: "PropertyBased", package: "swift-property-based"),
+        ]),
         .testTarget(name: "VhostTests", dependencies: ["Vhost", "FerryTestSupport"]),
         .testTarget(name: "FerryConfigTests", dependencies: ["FerryConfig"]),
         .testTarget(name: "VirtioUserTests", dependencies: ["VirtioUser", "FerryTestSupport"]),

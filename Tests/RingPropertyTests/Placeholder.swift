@@ -1,0 +1,1 @@
+// Property-based ring tests live here (Swift Testing + PropertyBased).
