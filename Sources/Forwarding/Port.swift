@@ -76,10 +76,9 @@ final class Port {
         for rx in rxQueues { rx.pointee.refill(cache: &cache) }
         try device.start()
         if queues > 1 {
-            // What the driver's VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET would do (seed virtio_user_handle_mq).
-            guard device.handleMQ(pairs: queues) == 0 else {
-                throw RuntimeError.start("\(config.path): could not enable \(queues) queue pairs")
-            }
+            // As a virtio-net driver does: VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET on the control
+            // queue, which virtio-user turns into SET_VRING_ENABLE per pair.
+            try device.setQueuePairs(queues)
         }
         ferry_store_release_u8(link, 1)
     }

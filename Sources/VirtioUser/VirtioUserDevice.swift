@@ -57,6 +57,22 @@ public final class VirtioUserDevice {
 
     /// The control queue is claimed (`cq`), explicitly or because of multi-queue.
     public private(set) var controlQueue = false
+    /// The driver side of the control virtqueue (vring 2 × max pairs), which virtio-user
+    /// emulates: the backend never sees it. Built at FEATURES_OK when CTRL_VQ is negotiated.
+    public private(set) var controlRing: UnsafeMutablePointer<SplitRing>?
+    private var controlRingMemory: UnsafeMutableRawPointer?
+    /// Where the driver builds each command: header, data, then the status byte.
+    private var controlBuffer: UnsafeMutableRawPointer?
+    private var controlEmulator: SplitControlQueueEmulator?
+    /// The device's own control queue, when it has one (vDPA); commands are mirrored there.
+    public var shadowControlQueue: (any ShadowControlQueue)?
+    /// Control commands handled, and malformed chains rejected, by the emulated queue.
+    public private(set) var controlCommandsHandled = 0
+    public var controlChainsRejected: UInt64 { controlEmulator?.malformedChains ?? 0 }
+
+    /// Entries in the control virtqueue. Commands are sent one at a time, so few are needed.
+    public static let controlQueueSize = 64
+    static let controlBufferSize = 2 + SplitControlQueueEmulator.maxDataBytes + 64
 
     public var vringCount: Int { 2 * maxQueuePairs }
 
@@ -124,6 +140,11 @@ public final class VirtioUserDevice {
         let ringBytes = SplitRingLayout.totalSize(queueSize: options.queueSize)
         for _ in 0..<vringCount {
             ringMemory.append(try memory.allocate(bytes: ringBytes, alignment: SplitRingLayout.alignment))
+        }
+        if controlQueue {
+            controlRingMemory = try memory.allocate(bytes: SplitRingLayout.totalSize(queueSize: Self.controlQueueSize),
+                                                    alignment: SplitRingLayout.alignment)
+            controlBuffer = try memory.allocate(bytes: Self.controlBufferSize, alignment: 64)
         }
         FerryLog.info("\(path): vhost-user backend, device features \(deviceFeatures), \(maxQueuePairs) queue pair(s) max")
     }
@@ -281,6 +302,98 @@ public final class VirtioUserDevice {
             ring.pointee.disableInterrupts()
             rings.append(ring)
         }
+        if features.contains(.ctrlVq), let memoryStart = controlRingMemory {
+            let ring = UnsafeMutablePointer<SplitRing>.allocate(capacity: 1)
+            ring.initialize(to: SplitRing(memory: memoryStart, queueSize: UInt16(Self.controlQueueSize),
+                                          eventIdx: false, inOrder: false))
+            controlRing = ring
+            let shared = memory
+            controlEmulator = SplitControlQueueEmulator(
+                queueSize: Self.controlQueueSize, desc: ring.pointee.descTable, avail: ring.pointee.availRing,
+                used: ring.pointee.usedRing,
+                translate: { address, length in
+                    guard shared.contains(address: address, length: length) else { return nil }
+                    return UnsafeMutableRawPointer(bitPattern: UInt(address))
+                })
+        }
+    }
+
+    // MARK: - Control queue
+
+    /// Sends a control command the way a virtio-net driver does: a chain of header, data and
+    /// status on the control virtqueue, then a notify. virtio-user intercepts the notify and
+    /// handles the queue at once (the seed's `virtio_user_handle_cq`), so the ack is there on
+    /// return. Returns VIRTIO_NET_OK (0) or VIRTIO_NET_ERR (1).
+    public func sendControlCommand(_ command: VirtioNetControlCommand) throws -> UInt8 {
+        guard let ring = controlRing, let buffer = controlBuffer else {
+            throw VirtioUserError.invalidState(path: path, detail: "no control queue (CTRL_VQ not negotiated)")
+        }
+        let bytes = command.encoded
+        guard bytes.count <= Self.controlBufferSize - 1 else {
+            throw VirtioUserError.invalidState(path: path, detail: "control command too large (\(bytes.count) bytes)")
+        }
+        // SAFETY: the buffer was carved with controlBufferSize bytes; bytes.count + 1 fits.
+        buffer.copyMemory(from: bytes, byteCount: bytes.count)
+        let status = buffer + (Self.controlBufferSize - 1)
+        status.storeBytes(of: 0xff, as: UInt8.self)
+        let base = UInt64(UInt(bitPattern: buffer))
+        var segments = [RingSegment(address: base, length: UInt32(VirtioNetControl.headerSize), deviceWritable: false)]
+        if !command.data.isEmpty {
+            segments.append(RingSegment(address: base + UInt64(VirtioNetControl.headerSize),
+                                        length: UInt32(command.data.count), deviceWritable: false))
+        }
+        segments.append(RingSegment(address: UInt64(UInt(bitPattern: status)), length: 1, deviceWritable: true))
+        let added = segments.withUnsafeBufferPointer { ring.pointee.addChain($0, cookie: 0) }
+        guard added else { throw VirtioUserError.invalidState(path: path, detail: "control queue full") }
+        ring.pointee.publish()
+        notifyControlQueue()
+        var cookie: UInt32 = 0, length: UInt32 = 0
+        guard ring.pointee.dequeueUsed(cookies: &cookie, lengths: &length, max: 1) == 1, length >= 1 else {
+            throw VirtioUserError.invalidState(path: path, detail: "control command got no answer")
+        }
+        return status.load(as: UInt8.self)
+    }
+
+    /// The driver's notify on the control queue: virtio-user handles it synchronously.
+    public func notifyControlQueue() {
+        guard var emulator = controlEmulator else { return }
+        emulator.process { command in self.handleControlCommand(command) }
+        controlEmulator = emulator
+    }
+
+    /// The seed's `virtio_user_handle_ctrl_msg`: MQ_VQ_PAIRS_SET enables or disables pairs,
+    /// RX, MAC and VLAN commands are acknowledged, anything else is an error. A command that
+    /// succeeded locally is replayed on the shadow control queue, whose ack then stands.
+    public func handleControlCommand(_ command: VirtioNetControlCommand) -> UInt8 {
+        controlCommandsHandled += 1
+        var status = VirtioNetControl.ackErr
+        switch command.class {
+        case VirtioNetControl.Mq.class where command.command == VirtioNetControl.Mq.vqPairsSet:
+            if let pairs = command.mqPairs {
+                status = handleMQ(pairs: Int(pairs))
+            }
+        case VirtioNetControl.Rx.class, VirtioNetControl.Mac.class, VirtioNetControl.Vlan.class:
+            status = VirtioNetControl.ackOK
+        default:
+            break
+        }
+        if status == VirtioNetControl.ackOK, let shadow = shadowControlQueue {
+            do {
+                status = try shadow.replay(command)
+            } catch {
+                FerryLog.error("\(path): shadow control queue: \(error)")
+                status = VirtioNetControl.ackErr
+            }
+        }
+        return status
+    }
+
+    /// Enables `pairs` queue pairs through the control queue, as the driver does at start.
+    public func setQueuePairs(_ pairs: Int) throws {
+        let status = try sendControlCommand(.mqPairsSet(UInt16(clamping: pairs)))
+        guard status == VirtioNetControl.ackOK else {
+            throw VirtioUserError.invalidState(path: path, detail: "VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET \(pairs) refused")
+        }
     }
 
     /// The seed's `virtio_user_start_device`.
@@ -350,12 +463,14 @@ public final class VirtioUserDevice {
         for fd in callFDs { fd.close() }
         kickFDs = []
         callFDs = []
-        for ring in rings {
+        for ring in rings + (controlRing.map { [$0] } ?? []) {
             ring.pointee.deallocate()
             ring.deinitialize(count: 1)
             ring.deallocate()
         }
         rings = []
+        controlRing = nil
+        controlEmulator = nil
     }
 
     deinit {
