@@ -126,7 +126,12 @@ public final class FerryRuntime: @unchecked Sendable {
             let now = ferry_monotonic_ns()
             let elapsed = Double(now - startNs) / 1e9
             if config.duration > 0 && elapsed >= config.duration { break }
-            for port in ports { port.pollLink() }
+            var wentDown = false
+            for port in ports where port.pollLink() { wentDown = true }
+            if wentDown { quiesce(workers) }
+            for port in ports where port.reconnectDue(nowNs: now) {
+                port.attemptReconnect(nowNs: now)
+            }
             if config.statsPeriod > 0 && now - lastStats >= UInt64(config.statsPeriod) * 1_000_000_000 {
                 let current = summary(elapsed)
                 printPeriodic(current, previous: lastSummary, seconds: Double(now - lastStats) / 1e9)
@@ -156,6 +161,19 @@ public final class FerryRuntime: @unchecked Sendable {
         // in the shared memory: both must outlive the workers and ports.
         withExtendedLifetime((memory, pool)) {}
         return result
+    }
+
+    /// Waits until every worker has run a whole loop since now, so none is still inside a
+    /// burst on a port whose link was just taken down. Bounded: a worker that does not move
+    /// within a second is reported and not waited for.
+    private func quiesce(_ workers: [Worker]) {
+        let start = workers.map(\.beat)
+        let deadline = ferry_monotonic_ns() + 1_000_000_000
+        while ferry_monotonic_ns() < deadline {
+            if zip(workers, start).allSatisfy({ $0.beat &- $1 >= 2 }) { return }
+            usleep(100)
+        }
+        FerryLog.warning("a worker did not finish its loop within 1 s of a link change")
     }
 
     private func summarize(ports: [Port], workers: [Worker],

@@ -84,11 +84,42 @@ final class Port {
     }
 
     /// Checks the backend; takes the link down, with one log line, when it has gone.
-    func pollLink() {
-        guard isLinkUp, device.backend.isPeerClosed() else { return }
+    /// Returns true when the link just went down.
+    @discardableResult
+    func pollLink() -> Bool {
+        guard isLinkUp, device.backend.isPeerClosed() else { return false }
         ferry_store_release_u8(link, 0)
         device.markBackendLost()
+        lastReconnectAttemptNs = 0
         FerryLog.warning("port \(index) (\(config.path)): link down: backend closed the connection")
+        return true
+    }
+
+    /// Whether this port can come back by itself: server mode always (the backend connects
+    /// again), client mode with `reconnect_ms`.
+    var reconnects_enabled: Bool { config.server || config.reconnectMs > 0 }
+    private var lastReconnectAttemptNs: UInt64 = 0
+
+    /// Whether a reconnect attempt is due at `nowNs`.
+    func reconnectDue(nowNs: UInt64) -> Bool {
+        guard !isLinkUp, reconnects_enabled else { return false }
+        if config.server { return true }
+        return nowNs &- lastReconnectAttemptNs >= UInt64(config.reconnectMs) * 1_000_000
+    }
+
+    /// Tries to bring the link back (workers must have quiesced on this port). Logs one line
+    /// when the link comes up. Failures leave the link down for a later attempt.
+    func attemptReconnect(nowNs: UInt64) {
+        lastReconnectAttemptNs = nowNs
+        do {
+            guard try device.reconnect(timeoutMs: 0) else { return }
+            reconnects += 1
+            ferry_store_release_u8(link, 1)
+            FerryLog.info("port \(index) (\(config.path)): link up (reconnect \(reconnects))")
+        } catch {
+            device.markBackendLost()
+            FerryLog.warning("port \(index) (\(config.path)): reconnect failed: \(error)")
+        }
     }
 
     /// Stops the device (GET_VRING_BASE) and works out what was left in flight. Workers must

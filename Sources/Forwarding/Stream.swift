@@ -19,5 +19,9 @@ struct Stream {
     let template: UnsafeMutablePointer<UInt8>
     let templateLength: Int
     var counters = StreamCounters()
+    /// Whether the worker saw both links up last time round: a stream whose links come up
+    /// (at start, and after every reconnect) first sends its `tx_first` bursts, so a loopback
+    /// has frames again after a backend restart took those in flight with it.
+    var wasUp = false
     let published: PublishedCounters
 }

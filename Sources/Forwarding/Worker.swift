@@ -20,6 +20,10 @@ final class Worker: @unchecked Sendable {
     let streamCount: Int
     let cache: UnsafeMutablePointer<PoolCache>
     let stopFlag: UnsafeMutablePointer<UInt8>
+    /// Advanced by the worker each time it publishes (every 256 loops): once it has moved
+    /// twice, the worker has run a whole loop since the control thread last looked, so it has
+    /// seen any link change made before.
+    let heartbeat: UnsafeMutablePointer<UInt64>
     let bufs: UnsafeMutablePointer<UInt32>
     let lengths: UnsafeMutablePointer<UInt32>
     private var thread: pthread_t?
@@ -39,6 +43,8 @@ final class Worker: @unchecked Sendable {
         self.cache = .allocate(capacity: 1)
         self.cache.initialize(to: cache)
         self.stopFlag = stopFlag
+        heartbeat = .allocate(capacity: 1)
+        heartbeat.initialize(to: 0)
         bufs = .allocate(capacity: burst)
         lengths = .allocate(capacity: burst)
     }
@@ -51,7 +57,10 @@ final class Worker: @unchecked Sendable {
         streams.deallocate()
         bufs.deallocate()
         lengths.deallocate()
+        heartbeat.deallocate()
     }
+
+    var beat: UInt64 { ferry_load_relaxed_u64(heartbeat) }
 
     func start() throws {
         let context = Unmanaged.passRetained(self).toOpaque()
@@ -100,27 +109,36 @@ final class Worker: @unchecked Sendable {
         let burst = self.burst
         let stop = stopFlag
 
-        for _ in 0..<txFirst {
-            for s in 0..<count where linkUp(streams + s) {
-                transmitBurst(streams + s, bufs: bufs, lengths: lengths,
-                              count: TxOnlyEngine.produce(streams + s, bufs: bufs, lengths: lengths, max: burst, cache: &cache.pointee),
-                              cache: cache)
-            }
-        }
-
         var iteration: UInt32 = 0
         while ferry_load_acquire_u8(stop) == 0 {
             var s = 0
             while s < count {
                 let stream = streams + s
                 s &+= 1
-                guard linkUp(stream) else { continue }
+                guard linkUp(stream) else {
+                    stream.pointee.wasUp = false
+                    continue
+                }
+                if !stream.pointee.wasUp {
+                    stream.pointee.wasUp = true
+                    sendTxFirst(stream, bufs: bufs, lengths: lengths, burst: burst, cache: cache)
+                }
                 forward(stream, E.self, bufs: bufs, lengths: lengths, burst: burst, cache: cache)
             }
             iteration &+= 1
             if iteration & 255 == 0 { publish() }
         }
         publish()
+    }
+
+    /// testpmd's `--tx-first`: bursts of txonly frames on the stream's TX queue.
+    @inline(never)
+    private func sendTxFirst(_ stream: UnsafeMutablePointer<Stream>, bufs: UnsafeMutablePointer<UInt32>,
+                             lengths: UnsafeMutablePointer<UInt32>, burst: Int, cache: UnsafeMutablePointer<PoolCache>) {
+        for _ in 0..<txFirst {
+            let n = TxOnlyEngine.produce(stream, bufs: bufs, lengths: lengths, max: burst, cache: &cache.pointee)
+            transmitBurst(stream, bufs: bufs, lengths: lengths, count: n, cache: cache)
+        }
     }
 
     @inline(__always)
@@ -170,6 +188,7 @@ final class Worker: @unchecked Sendable {
     }
 
     private func publish() {
+        ferry_store_relaxed_u64(heartbeat, ferry_load_relaxed_u64(heartbeat) &+ 1)
         for s in 0..<streamCount {
             streams[s].counters.rxErrors = streams[s].rx.pointee.errors
             streams[s].published.publish(streams[s].counters)

@@ -101,6 +101,22 @@ public final class VhostUserBackend: VhostBackend {
         socket = try listener.accept(timeoutMs: timeoutMs)
     }
 
+    /// Client mode: drops the current connection, if any, and connects to `path` again (for
+    /// `reconnect_ms`, which DPDK's virtio-user lacks). Negotiated state is forgotten. Throws
+    /// `backendMissing` while nothing listens there.
+    public func connectAgain() throws {
+        guard !isServer else {
+            throw VhostError.notSupported(path: path, what: "reconnecting as a client (in server mode)")
+        }
+        socket?.close()
+        socket = nil
+        resetNegotiation()
+        socket = try VhostUserSocket.connect(path: path)
+    }
+
+    /// Whether a connection is open (it may still have been closed by the peer).
+    public var isConnected: Bool { socket != nil }
+
     // MARK: VhostBackend
 
     public func setOwner() throws {

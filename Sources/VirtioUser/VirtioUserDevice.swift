@@ -414,7 +414,10 @@ public final class VirtioUserDevice {
         let ring = rings[index].pointee
         let i = UInt32(index)
         try backend.setVringNum(VhostVringState(index: i, num: UInt32(ring.queueSize)))
-        try backend.setVringBase(VhostVringState(index: i, num: 0))
+        // The seed sends 0 for a fresh ring. Ferry sends the used index in shared memory,
+        // which is 0 on a fresh ring and, after a reconnect, where the device must resume.
+        let usedIndex = ring.lastUsedIndex &+ UInt16(truncatingIfNeeded: ring.pendingUsed())
+        try backend.setVringBase(VhostVringState(index: i, num: UInt32(usedIndex)))
         try backend.setVringAddr(VhostVringAddr(
             index: i,
             descUserAddr: UInt64(UInt(bitPattern: ring.descTable)),
@@ -453,6 +456,62 @@ public final class VirtioUserDevice {
     /// Marks the device stopped without talking to the backend (it has gone away).
     public func markBackendLost() {
         started = false
+    }
+
+    /// Waits up to `timeoutMs` for the backend to come back (server mode: it connects again;
+    /// client mode: Ferry connects again), then runs the seed's
+    /// `virtio_user_dev_server_reconnect`. Returns false when the backend is not back yet.
+    ///
+    /// The sequence: SET_OWNER (the vhost-user spec opens every session with it; DPDK's
+    /// reconnect skips it and DPDK's vhost accepts either), reset, ACK, DRIVER, the features
+    /// again with the same masks, FEATURES_OK, DRIVER_OK, then the pairs that were active.
+    ///
+    /// What is guaranteed (split rings): the rings keep all of Ferry's state, and each vring
+    /// is re-programmed with SET_VRING_BASE = its used index in shared memory. So the device
+    /// resumes exactly after the last buffer it returned: every buffer Ferry still owns stays
+    /// on its ring and is eventually returned. An RX buffer the device had filled but not yet
+    /// marked used is filled again (that frame is lost in the backend, not in Ferry); a TX
+    /// frame it had sent but not marked used is sent again.
+    public func reconnect(timeoutMs: Int) throws -> Bool {
+        guard let user = backend as? VhostUserBackend else {
+            throw VirtioUserError.invalidState(path: path, detail: "reconnect needs a vhost-user backend")
+        }
+        do {
+            if user.isServer {
+                try user.acceptAgain(timeoutMs: timeoutMs)
+            } else {
+                try user.connectAgain()
+            }
+        } catch VhostError.timeout, VhostError.backendMissing {
+            return false
+        }
+        started = false
+        status = []
+        let activePairs = queuePairs
+        try backend.setOwner()
+        try setStatus([])
+        try setStatus([.acknowledge])
+        try setStatus([.acknowledge, .driver])
+        var offered = VirtioFeatures(rawValue: try backend.getFeatures())
+        offered.subtract(unsupportedFeatures)
+        offered.subtract(VirtioFeatures(rawValue: backend.unsupportedFeatures))
+        deviceFeatures = offered
+        let renegotiated = features.intersection(deviceFeatures.union(frontendFeatures))
+        if renegotiated != features {
+            FerryLog.warning("\(path): backend now offers less: features \(features) become \(renegotiated)")
+            throw VirtioUserError.invalidState(path: path, detail: "backend dropped features Ferry's rings were built with")
+        }
+        try setStatus([.acknowledge, .driver, .featuresOK])
+        if let reported = try? readStatus(), !reported.contains(.featuresOK) {
+            throw VirtioUserError.featuresRejected(path: path, status: reported.rawValue)
+        }
+        try start()
+        if activePairs > 1 {
+            guard handleMQ(pairs: activePairs) == VirtioNetControl.ackOK else {
+                throw VirtioUserError.invalidState(path: path, detail: "could not re-enable \(activePairs) queue pairs")
+            }
+        }
+        return true
     }
 
     /// Closes the backend and the notifiers, and frees the rings' side tables. Ring and

@@ -101,4 +101,129 @@ static inline void ferry_cpu_relax(void) {
 #endif
 }
 
+// ---- vhost-kernel, vhost-vdpa and tap ioctls ----------------------------------------------
+// The request numbers are the kernel's own macros (_IOW/_IOR/_IOWR in <linux/vhost.h> and
+// <linux/if_tun.h>), evaluated in shim.c; Swift cannot import function-like macros. The
+// structs mirror the UAPI ones field for field; shim.c checks their size and offsets against
+// the kernel headers at compile time, so a mismatch does not build.
+
+/// ioctl(2) with a pointer argument. Returns the ioctl's result, or -1 with errno set.
+int ferry_ioctl(int fd, unsigned long request, void *arg);
+/// ioctl(2) with an integer argument passed by value (TUNSETOFFLOAD). Same result.
+int ferry_ioctl_value(int fd, unsigned long request, unsigned long value);
+
+unsigned long ferry_ioc_vhost_get_features(void);
+unsigned long ferry_ioc_vhost_set_features(void);
+unsigned long ferry_ioc_vhost_set_owner(void);
+unsigned long ferry_ioc_vhost_reset_owner(void);
+unsigned long ferry_ioc_vhost_set_mem_table(void);
+unsigned long ferry_ioc_vhost_set_vring_num(void);
+unsigned long ferry_ioc_vhost_set_vring_addr(void);
+unsigned long ferry_ioc_vhost_set_vring_base(void);
+unsigned long ferry_ioc_vhost_get_vring_base(void);
+unsigned long ferry_ioc_vhost_set_vring_kick(void);
+unsigned long ferry_ioc_vhost_set_vring_call(void);
+unsigned long ferry_ioc_vhost_set_backend_features(void);
+unsigned long ferry_ioc_vhost_get_backend_features(void);
+unsigned long ferry_ioc_vhost_net_set_backend(void);
+unsigned long ferry_ioc_vhost_vdpa_get_device_id(void);
+unsigned long ferry_ioc_vhost_vdpa_get_status(void);
+unsigned long ferry_ioc_vhost_vdpa_set_status(void);
+unsigned long ferry_ioc_vhost_vdpa_get_config(void);
+unsigned long ferry_ioc_vhost_vdpa_set_config(void);
+unsigned long ferry_ioc_vhost_vdpa_set_vring_enable(void);
+unsigned long ferry_ioc_vhost_vdpa_get_vring_num(void);
+unsigned long ferry_ioc_vhost_vdpa_get_iova_range(void);
+unsigned long ferry_ioc_vhost_vdpa_get_config_size(void);
+unsigned long ferry_ioc_vhost_vdpa_get_vqs_count(void);
+unsigned long ferry_ioc_tun_set_iff(void);
+unsigned long ferry_ioc_tun_get_iff(void);
+unsigned long ferry_ioc_tun_get_features(void);
+unsigned long ferry_ioc_tun_set_offload(void);
+unsigned long ferry_ioc_tun_set_sndbuf(void);
+unsigned long ferry_ioc_tun_get_vnet_hdr_sz(void);
+unsigned long ferry_ioc_tun_set_vnet_hdr_sz(void);
+unsigned long ferry_ioc_siocsifhwaddr(void);
+
+/// `struct vhost_vring_state`.
+struct ferry_vhost_vring_state { uint32_t index; uint32_t num; };
+/// `struct vhost_vring_file`; fd -1 unbinds (VHOST_FILE_UNBIND).
+struct ferry_vhost_vring_file { uint32_t index; int32_t fd; };
+/// `struct vhost_vring_addr`.
+struct ferry_vhost_vring_addr {
+    uint32_t index;
+    uint32_t flags;
+    uint64_t desc_user_addr;
+    uint64_t used_user_addr;
+    uint64_t avail_user_addr;
+    uint64_t log_guest_addr;
+};
+/// `struct vhost_memory_region`.
+struct ferry_vhost_memory_region {
+    uint64_t guest_phys_addr;
+    uint64_t memory_size;
+    uint64_t userspace_addr;
+    uint64_t flags_padding;
+};
+/// The fixed part of `struct vhost_memory`; `nregions` regions follow it.
+struct ferry_vhost_memory_header { uint32_t nregions; uint32_t padding; };
+/// `struct vhost_iotlb_msg` (32 bytes with its tail padding).
+struct ferry_vhost_iotlb_msg {
+    uint64_t iova;
+    uint64_t size;
+    uint64_t uaddr;
+    uint8_t perm;
+    uint8_t type;
+};
+/// `struct vhost_msg_v2`: the union of `iotlb` and `padding[64]` spelled as iotlb + reserved.
+struct ferry_vhost_msg_v2 {
+    uint32_t type;
+    uint32_t asid;
+    struct ferry_vhost_iotlb_msg iotlb;
+    uint8_t reserved[64 - sizeof(struct ferry_vhost_iotlb_msg)];
+};
+/// The fixed part of `struct vhost_vdpa_config`; `len` bytes of config follow it.
+struct ferry_vhost_vdpa_config_header { uint32_t off; uint32_t len; };
+/// `struct vhost_vdpa_iova_range`.
+struct ferry_vhost_vdpa_iova_range { uint64_t first; uint64_t last; };
+
+#define FERRY_VHOST_IOTLB_MSG_V2 0x2
+#define FERRY_VHOST_IOTLB_UPDATE 2
+#define FERRY_VHOST_IOTLB_INVALIDATE 3
+#define FERRY_VHOST_IOTLB_BATCH_BEGIN 5
+#define FERRY_VHOST_IOTLB_BATCH_END 6
+#define FERRY_VHOST_ACCESS_RO 0x1
+#define FERRY_VHOST_ACCESS_WO 0x2
+#define FERRY_VHOST_ACCESS_RW 0x3
+/// Bit numbers of the vhost backend features (VHOST_BACKEND_F_*).
+#define FERRY_VHOST_BACKEND_F_IOTLB_MSG_V2 1
+#define FERRY_VHOST_BACKEND_F_IOTLB_BATCH 2
+/// Feature bit 27 as vhost-net reads it: vhost-net, not the tap, handles the virtio-net header.
+#define FERRY_VHOST_NET_F_VIRTIO_NET_HDR 27
+/// VIRTIO_ID_NET, what VHOST_VDPA_GET_DEVICE_ID must return.
+#define FERRY_VIRTIO_ID_NET 1
+
+// ---- tun/tap ------------------------------------------------------------------------------
+#define FERRY_IFNAMSIZ 16
+#define FERRY_IFF_TAP 0x0002
+#define FERRY_IFF_NAPI 0x0010
+#define FERRY_IFF_NO_PI 0x1000
+#define FERRY_IFF_VNET_HDR 0x4000
+#define FERRY_IFF_MULTI_QUEUE 0x0100
+#define FERRY_TUN_F_CSUM 0x01
+#define FERRY_TUN_F_TSO4 0x02
+#define FERRY_TUN_F_TSO6 0x04
+#define FERRY_TUN_F_TSO_ECN 0x08
+#define FERRY_TUN_F_UFO 0x10
+#define FERRY_ARPHRD_ETHER 1
+/// `struct ifreq` as TUNSETIFF and TUNGETIFF use it: the name and `ifr_flags`.
+struct ferry_ifreq_flags { char name[FERRY_IFNAMSIZ]; int16_t flags; uint8_t pad[22]; };
+/// `struct ifreq` as SIOCSIFHWADDR uses it: the name and `ifr_hwaddr`.
+struct ferry_ifreq_hwaddr {
+    char name[FERRY_IFNAMSIZ];
+    uint16_t family;
+    uint8_t data[14];
+    uint8_t pad[8];
+};
+
 #endif
