@@ -9,6 +9,8 @@ struct StreamCounters {
     var txBytes: UInt64 = 0
     var txDropped: UInt64 = 0
     var rxErrors: UInt64 = 0
+    /// Frames made by tx_first (not received): with them, tx + dropped = rx + generated.
+    var generated: UInt64 = 0
 }
 
 /// Where a worker publishes a stream's counters for the control thread to read: one cache
@@ -17,7 +19,7 @@ struct StreamCounters {
 struct PublishedCounters {
     let slot: UnsafeMutableRawPointer
 
-    static let fields = 6
+    static let fields = 7
     static let stride = 64
 
     static func allocate(count: Int) -> UnsafeMutableRawPointer {
@@ -34,6 +36,7 @@ struct PublishedCounters {
         ferry_store_relaxed_u64(slot + 24, c.txBytes)
         ferry_store_relaxed_u64(slot + 32, c.txDropped)
         ferry_store_relaxed_u64(slot + 40, c.rxErrors)
+        ferry_store_relaxed_u64(slot + 48, c.generated)
     }
 
     func read() -> StreamCounters {
@@ -42,6 +45,7 @@ struct PublishedCounters {
                        txPackets: ferry_load_relaxed_u64(slot + 16),
                        txBytes: ferry_load_relaxed_u64(slot + 24),
                        txDropped: ferry_load_relaxed_u64(slot + 32),
-                       rxErrors: ferry_load_relaxed_u64(slot + 40))
+                       rxErrors: ferry_load_relaxed_u64(slot + 40),
+                       generated: ferry_load_relaxed_u64(slot + 48))
     }
 }

@@ -24,6 +24,8 @@ public final class FerryRuntime: @unchecked Sendable {
 
     private let stopFlag: UnsafeMutablePointer<UInt8>
     private let externalStop: UnsafeMutablePointer<UInt8>
+    private let snapshotLock: UnsafeMutablePointer<pthread_mutex_t>
+    private var latest: RunSummary?
 
     public init(config: FerryConfiguration) {
         self.config = config
@@ -31,11 +33,27 @@ public final class FerryRuntime: @unchecked Sendable {
         stopFlag.initialize(to: 0)
         externalStop = .allocate(capacity: 1)
         externalStop.initialize(to: 0)
+        snapshotLock = .allocate(capacity: 1)
+        pthread_mutex_init(snapshotLock, nil)
     }
 
     deinit {
         stopFlag.deallocate()
         externalStop.deallocate()
+        pthread_mutex_destroy(snapshotLock)
+        snapshotLock.deallocate()
+    }
+
+    /// The counters and link states as of the last control tick (50 ms), from any thread;
+    /// nil before forwarding starts. For tests and monitoring.
+    public func snapshot() -> RunSummary? {
+        pthread_mutex_lock(snapshotLock); defer { pthread_mutex_unlock(snapshotLock) }
+        return latest
+    }
+
+    private func publishSnapshot(_ summary: RunSummary) {
+        pthread_mutex_lock(snapshotLock); defer { pthread_mutex_unlock(snapshotLock) }
+        latest = summary
     }
 
     /// Asks a running `run()` to stop, from any thread.
@@ -108,10 +126,11 @@ public final class FerryRuntime: @unchecked Sendable {
         var workers: [Worker] = []
         for w in 0..<workerCount {
             let worker = Worker(id: w, cpu: cpus[w], mode: config.fwd, burst: config.burst, txFirst: config.txFirst,
+                                interruptMode: config.rxMode == .interrupt,
                                 streams: streamsByWorker[w], cache: pool.makeCache(), stopFlag: stopFlag)
             try worker.start()
             workers.append(worker)
-            FerryLog.info("worker \(w) on core \(cpus[w]): \(streamsByWorker[w].count) stream(s), \(config.fwd.rawValue) mode, burst \(config.burst)")
+            FerryLog.info("worker \(w) on core \(cpus[w]): \(streamsByWorker[w].count) stream(s), \(config.fwd.rawValue) mode, burst \(config.burst), rx_mode \(config.rxMode.rawValue)")
         }
 
         let startNs = ferry_monotonic_ns()
@@ -132,6 +151,7 @@ public final class FerryRuntime: @unchecked Sendable {
             for port in ports where port.reconnectDue(nowNs: now) {
                 port.attemptReconnect(nowNs: now)
             }
+            publishSnapshot(summary(elapsed))
             if config.statsPeriod > 0 && now - lastStats >= UInt64(config.statsPeriod) * 1_000_000_000 {
                 let current = summary(elapsed)
                 printPeriodic(current, previous: lastSummary, seconds: Double(now - lastStats) / 1e9)
@@ -153,6 +173,7 @@ public final class FerryRuntime: @unchecked Sendable {
             result.ports[i].txInFlightAtStop = ports[i].txInFlightAtStop
             result.ports[i].rxUnreadAtStop = ports[i].rxUnreadAtStop
         }
+        publishSnapshot(result)
         output(StatsReport.final(result))
         if let path = config.statsJSON { try writeJSON(result, to: path) }
         workers.removeAll()
@@ -190,7 +211,8 @@ public final class FerryRuntime: @unchecked Sendable {
             portSummaries[s.txPort].txBytes += c.txBytes
             portSummaries[s.txPort].txDropped += c.txDropped
             streams.append(StreamSummary(rxPort: s.rxPort, rxQueue: s.rxQueue, txPort: s.txPort, txQueue: s.txQueue,
-                                         rxPackets: c.rxPackets, txPackets: c.txPackets, txDropped: c.txDropped))
+                                         rxPackets: c.rxPackets, txPackets: c.txPackets, txDropped: c.txDropped,
+                                         generated: c.generated))
         }
         if seconds > 0 {
             for i in portSummaries.indices {

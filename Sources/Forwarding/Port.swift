@@ -60,7 +60,7 @@ final class Port {
         let mergeable = device.features.contains(.mrgRxbuf)
         for q in 0..<queues {
             let rx = UnsafeMutablePointer<RxQueue>.allocate(capacity: 1)
-            rx.initialize(to: RxQueue(ring: device.rings[2 * q], kickFD: device.kickFDs[2 * q],
+            rx.initialize(to: RxQueue(ring: device.rings[2 * q], kickFD: device.kickFDs[2 * q], callFD: device.callFDs[2 * q],
                                       headerSize: headerSize, dataRoom: dataRoom, mergeable: mergeable, burst: burst))
             rxQueues.append(rx)
             let tx = UnsafeMutablePointer<TxQueue>.allocate(capacity: 1)

@@ -26,6 +26,8 @@ public struct StreamSummary: Sendable, Equatable {
     public var rxPackets: UInt64
     public var txPackets: UInt64
     public var txDropped: UInt64
+    /// Frames the stream made itself: tx_first bursts (and txonly's frames).
+    public var generated: UInt64 = 0
 }
 
 public struct RunSummary: Sendable {
@@ -82,7 +84,7 @@ public struct RunSummary: Sendable {
                 "\"rx_port\": \(s.rxPort)", "\"rx_queue\": \(s.rxQueue)",
                 "\"tx_port\": \(s.txPort)", "\"tx_queue\": \(s.txQueue)",
                 "\"rx_packets\": \(s.rxPackets)", "\"tx_packets\": \(s.txPackets)",
-                "\"tx_dropped\": \(s.txDropped)",
+                "\"tx_dropped\": \(s.txDropped)", "\"generated\": \(s.generated)",
             ]
             lines.append("    {" + fields.joined(separator: ", ") + "}" + (i + 1 < streams.count ? "," : ""))
         }

@@ -10,6 +10,8 @@ import VirtioUser
 struct RxQueue {
     let ring: UnsafeMutablePointer<SplitRing>
     let kickFD: EventFD
+    /// The vring's call eventfd: the backend signals it when interrupts are enabled.
+    let callFD: EventFD
     /// The virtio-net header size: 12 with VERSION_1 or MRG_RXBUF, else 10.
     let headerSize: Int
     /// Header plus frame room: what each posted buffer offers the device.
@@ -23,10 +25,11 @@ struct RxQueue {
     /// Refill once this many descriptors are free, to batch the avail-index store.
     let refillThreshold: Int
 
-    init(ring: UnsafeMutablePointer<SplitRing>, kickFD: EventFD, headerSize: Int, dataRoom: Int,
+    init(ring: UnsafeMutablePointer<SplitRing>, kickFD: EventFD, callFD: EventFD, headerSize: Int, dataRoom: Int,
          mergeable: Bool, burst: Int) {
         self.ring = ring
         self.kickFD = kickFD
+        self.callFD = callFD
         self.headerSize = headerSize
         postedLength = UInt32(headerSize + dataRoom)
         self.mergeable = mergeable

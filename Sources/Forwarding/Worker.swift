@@ -16,6 +16,15 @@ final class Worker: @unchecked Sendable {
     let mode: ForwardingMode
     let burst: Int
     let txFirst: Int
+    /// `rx_mode=interrupt`: sleep on the RX call eventfds once every queue has been idle.
+    let interruptMode: Bool
+    /// Consecutive empty loops before an interrupt-mode worker sleeps: long enough that a
+    /// steady flow never pays for arming notifications, short enough to idle within ~1 ms.
+    static let idleLoopsBeforeSleep = 4096
+    /// The longest sleep, so the worker still sees a stop or a link change promptly.
+    static let sleepTimeoutMs: Int32 = 100
+    /// Sleeps taken, for tests and stats.
+    private(set) var sleeps = 0
     let streams: UnsafeMutablePointer<Stream>
     let streamCount: Int
     let cache: UnsafeMutablePointer<PoolCache>
@@ -30,9 +39,10 @@ final class Worker: @unchecked Sendable {
     /// Set by the worker when pinning failed (errno), for the control thread to log.
     private(set) var pinError: Int32 = 0
 
-    init(id: Int, cpu: Int, mode: ForwardingMode, burst: Int, txFirst: Int, streams: [Stream],
-         cache: PoolCache, stopFlag: UnsafeMutablePointer<UInt8>) {
+    init(id: Int, cpu: Int, mode: ForwardingMode, burst: Int, txFirst: Int, interruptMode: Bool = false,
+         streams: [Stream], cache: PoolCache, stopFlag: UnsafeMutablePointer<UInt8>) {
         self.id = id
+        self.interruptMode = interruptMode
         self.cpu = cpu
         self.mode = mode
         self.burst = burst
@@ -110,8 +120,11 @@ final class Worker: @unchecked Sendable {
         let stop = stopFlag
 
         var iteration: UInt32 = 0
+        var idleLoops = 0
+        let canSleep = interruptMode && E.receives
         while ferry_load_acquire_u8(stop) == 0 {
             var s = 0
+            var moved = 0
             while s < count {
                 let stream = streams + s
                 s &+= 1
@@ -123,10 +136,17 @@ final class Worker: @unchecked Sendable {
                     stream.pointee.wasUp = true
                     sendTxFirst(stream, bufs: bufs, lengths: lengths, burst: burst, cache: cache)
                 }
-                forward(stream, E.self, bufs: bufs, lengths: lengths, burst: burst, cache: cache)
+                moved &+= forward(stream, E.self, bufs: bufs, lengths: lengths, burst: burst, cache: cache)
             }
             iteration &+= 1
             if iteration & 255 == 0 { publish() }
+            if canSleep {
+                idleLoops = moved == 0 ? idleLoops &+ 1 : 0
+                if idleLoops >= Self.idleLoopsBeforeSleep {
+                    sleepUntilTraffic()
+                    idleLoops = 0
+                }
+            }
         }
         publish()
     }
@@ -137,6 +157,7 @@ final class Worker: @unchecked Sendable {
                              lengths: UnsafeMutablePointer<UInt32>, burst: Int, cache: UnsafeMutablePointer<PoolCache>) {
         for _ in 0..<txFirst {
             let n = TxOnlyEngine.produce(stream, bufs: bufs, lengths: lengths, max: burst, cache: &cache.pointee)
+            stream.pointee.counters.generated &+= UInt64(n)
             transmitBurst(stream, bufs: bufs, lengths: lengths, count: n, cache: cache)
         }
     }
@@ -146,21 +167,22 @@ final class Worker: @unchecked Sendable {
         ferry_load_acquire_u8(stream.pointee.rxLink) != 0 && ferry_load_acquire_u8(stream.pointee.txLink) != 0
     }
 
+    /// Forwards one burst on `stream`; returns how many frames it moved.
     @inline(__always)
     private func forward<E: ForwardingEngine>(_ stream: UnsafeMutablePointer<Stream>, _ engine: E.Type,
                                               bufs: UnsafeMutablePointer<UInt32>, lengths: UnsafeMutablePointer<UInt32>,
-                                              burst: Int, cache: UnsafeMutablePointer<PoolCache>) {
+                                              burst: Int, cache: UnsafeMutablePointer<PoolCache>) -> Int {
         let n: Int
         if E.receives {
             n = stream.pointee.rx.pointee.receive(bufs: bufs, lengths: lengths, max: burst, cache: &cache.pointee)
-            guard n > 0 else { return }
+            guard n > 0 else { return 0 }
             var bytes: UInt64 = 0
             for i in 0..<n { bytes &+= UInt64(lengths[i]) }
             stream.pointee.counters.rxPackets &+= UInt64(n)
             stream.pointee.counters.rxBytes &+= bytes
         } else {
             n = TxOnlyEngine.produce(stream, bufs: bufs, lengths: lengths, max: burst, cache: &cache.pointee)
-            guard n > 0 else { return }
+            guard n > 0 else { return 0 }
         }
         E.process(stream, bufs: bufs, lengths: lengths, count: n, cache: &cache.pointee)
         if E.transmits {
@@ -168,6 +190,33 @@ final class Worker: @unchecked Sendable {
         } else {
             for i in 0..<n { cache.pointee.put(bufs[i]) }
         }
+        return n
+    }
+
+    /// Interrupt mode: asks every RX ring for a notification and sleeps on their call
+    /// eventfds until one fires or the timeout passes (DTS's "interrupt mode" scenario).
+    /// The used rings are checked after arming (virtio 1.2 §2.7.10), so a frame that landed
+    /// in between is never slept on.
+    @inline(never)
+    private func sleepUntilTraffic() {
+        var fds: [pollfd] = []
+        var pending = false
+        for s in 0..<streamCount where ferry_load_acquire_u8(streams[s].rxLink) != 0 {
+            let rx = streams[s].rx
+            if rx.pointee.ring.pointee.enableInterrupts() { pending = true }
+            fds.append(pollfd(fd: rx.pointee.callFD.fd, events: Int16(POLLIN), revents: 0))
+        }
+        publish()
+        if !pending {
+            sleeps += 1
+            _ = poll(&fds, nfds_t(fds.count), Self.sleepTimeoutMs)
+        }
+        for s in 0..<streamCount {
+            let rx = streams[s].rx
+            _ = rx.pointee.callFD.drain()
+            rx.pointee.ring.pointee.disableInterrupts()
+        }
+        publish()
     }
 
     /// Sends a burst; what does not fit on the ring is dropped and counted, as testpmd does.

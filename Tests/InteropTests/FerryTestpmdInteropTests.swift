@@ -10,42 +10,9 @@ import Glibc
 ///
 /// Ferry runs in-process (the same `FerryRuntime` the CLI drives) on CPU 1; testpmd forwards on
 /// CPU 0. These are the real-peer tests the README promises: under CI they must run.
-final class FerryTestpmdInteropTests: XCTestCase {
-    private var workDir = ""
-    private var backend: TestpmdBackend?
-
-    override func setUpWithError() throws {
-        try requireRealPeer(TestpmdBackend.skipReason())
-        workDir = try ProcessSpawn.makeTemporaryDirectory(prefix: "ferry-interop-")
-    }
-
-    override func tearDown() {
-        backend?.kill()
-        backend = nil
-        if !workDir.isEmpty { ProcessSpawn.removeDirectory(workDir) }
-    }
-
+final class FerryTestpmdInteropTests: InteropTestCase {
     private func startBackend(sockets: Int) throws -> [String] {
-        let paths = (0..<sockets).map { "\(workDir)/vhost\($0).sock" }
-        let testpmd = try TestpmdBackend(options: TestpmdOptions(vhostSockets: paths), workDir: workDir)
-        backend = testpmd
-        try testpmd.waitForSockets(timeoutMs: 20_000)
-        // The sockets listen before testpmd has built its mempool; wait for the prompt so a
-        // test's clock starts when testpmd can answer.
-        XCTAssertTrue(testpmd.waitForLog("testpmd> ", timeoutMs: 20_000), "testpmd never reached its prompt")
-        return paths
-    }
-
-    private func configuration(paths: [String], extra: [String] = []) throws -> FerryConfiguration {
-        var text = ""
-        for (i, p) in paths.enumerated() { text += "port.\(i).path = \(p)\n" }
-        text += "fwd = io\ntx_first = 1\ncores = \(ferryCore())\nduration = 2\n"
-        return try ConfigLoader.parse(text: text, file: "interop.conf", overrides: extra)
-    }
-
-    /// The CPU Ferry's worker runs on: 1 where there is one, so it does not share testpmd's.
-    private func ferryCore() -> Int {
-        sysconf(Int32(_SC_NPROCESSORS_ONLN)) > 1 ? 1 : 0
+        try startBackend(sockets: sockets, options: { $0.extraTestpmdArgs = [] })
     }
 
     private func run(_ config: FerryConfiguration) throws -> RunSummary {
@@ -53,6 +20,10 @@ final class FerryTestpmdInteropTests: XCTestCase {
         runtime.handleSignals = false
         runtime.output = { _ in }
         return try runtime.run()
+    }
+
+    private func configuration(paths: [String]) throws -> FerryConfiguration {
+        try configuration(paths: paths, extra: [])
     }
 
     /// Two ports, paired, io on both sides: the frames seeded by tx_first circle for two
