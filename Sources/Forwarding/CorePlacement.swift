@@ -9,11 +9,16 @@ import VirtioUser
 /// node has more than one. `cores=` overrides the choice. With more workers than cores the
 /// workers share cores round-robin, and a log line says so.
 enum CorePlacement {
-    /// The CPUs of `node` this process may run on, in order.
-    static func cpus(onNode node: Int) -> [Int] {
+    /// The CPUs this process may run on (its affinity mask), in order.
+    static func allowedCPUs() -> [Int] {
         var allowed = [Int32](repeating: 0, count: 1024)
         let n = Int(ferry_allowed_cpus(&allowed, Int32(allowed.count)))
-        let allowedSet = Array(allowed.prefix(n)).map(Int.init)
+        return Array(allowed.prefix(n)).map(Int.init)
+    }
+
+    /// The CPUs of `node` this process may run on, in order.
+    static func cpus(onNode node: Int) -> [Int] {
+        let allowedSet = allowedCPUs()
         guard numa_available() >= 0, let mask = numa_allocate_cpumask() else { return allowedSet }
         defer { numa_free_cpumask(mask) }
         guard numa_node_to_cpus(Int32(node), mask) == 0 else { return allowedSet }
@@ -31,9 +36,13 @@ enum CorePlacement {
     }
 
     /// One core per worker.
-    static func assign(workers: Int, requested: [Int]?, node: Int) -> [Int] {
+    static func assign(workers: Int, requested: [Int]?, node: Int) throws -> [Int] {
         let available: [Int]
         if let requested, !requested.isEmpty {
+            let allowed = allowedCPUs()
+            if let bad = requested.first(where: { !allowed.contains($0) }) {
+                throw RuntimeError.config("cores: CPU \(bad) is not available to Ferry (allowed: \(allowed.map(String.init).joined(separator: ",")))")
+            }
             available = requested
         } else {
             let nodeCPUs = cpus(onNode: node)

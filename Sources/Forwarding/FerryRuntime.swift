@@ -25,6 +25,7 @@ public final class FerryRuntime: @unchecked Sendable {
     private let stopFlag: UnsafeMutablePointer<UInt8>
     private let externalStop: UnsafeMutablePointer<UInt8>
     private let snapshotLock: UnsafeMutablePointer<pthread_mutex_t>
+    private let growRequest: UnsafeMutablePointer<UInt8>
     private var latest: RunSummary?
 
     public init(config: FerryConfiguration) {
@@ -35,6 +36,8 @@ public final class FerryRuntime: @unchecked Sendable {
         externalStop.initialize(to: 0)
         snapshotLock = .allocate(capacity: 1)
         pthread_mutex_init(snapshotLock, nil)
+        growRequest = .allocate(capacity: 1)
+        growRequest.initialize(to: 0)
     }
 
     deinit {
@@ -42,6 +45,7 @@ public final class FerryRuntime: @unchecked Sendable {
         externalStop.deallocate()
         pthread_mutex_destroy(snapshotLock)
         snapshotLock.deallocate()
+        growRequest.deallocate()
     }
 
     /// The counters and link states as of the last control tick (50 ms), from any thread;
@@ -77,15 +81,21 @@ public final class FerryRuntime: @unchecked Sendable {
         }
 
         let workerCount = min(queues, config.cores.map { max(1, $0.count) } ?? queues)
-        let memory = try SharedMemory(size: memoryBytes(queues: queues, workers: workerCount))
-        let pool = try PacketPool(memory: memory, count: bufferCount(queues: queues, workers: workerCount))
+        let initialBuffers = bufferCount(queues: queues, workers: workerCount)
+        let memory = try SharedMemory(size: memoryBytes(queues: queues, workers: workerCount),
+                                      reserve: 8 * memoryBytes(queues: queues, workers: workerCount))
 
+        // Rings first, then the pool, which takes the rest of the memory so that it can grow
+        // in place when the memory grows.
         var ports: [Port] = []
         for pc in config.ports {
-            let port = try Port(config: pc, memory: memory, peerMAC: config.ethPeer(port: pc.index).octets)
-            try port.prepare(burst: config.burst, dataRoom: dataRoom)
-            ports.append(port)
+            ports.append(try Port(config: pc, memory: memory, peerMAC: config.ethPeer(port: pc.index).octets))
         }
+        let pool = try PacketPool(memory: memory, count: initialBuffers)
+        // Worker caches give their buffers back to the pool as they go, and the rings live in
+        // the shared memory: both must outlive the workers and ports, on every exit path.
+        defer { withExtendedLifetime((memory, pool)) {} }
+        for port in ports { try port.prepare(burst: config.burst, dataRoom: dataRoom) }
 
         var setupCache = pool.makeCache(capacity: 1024)
         defer { setupCache.release() }
@@ -95,7 +105,7 @@ public final class FerryRuntime: @unchecked Sendable {
         // Streams, as testpmd builds them: for each queue, each port forwards to its peer.
         // Every stream of queue q goes to worker q % workers, so each TX queue has one owner.
         let node = CorePlacement.portNode()
-        let cpus = CorePlacement.assign(workers: workerCount, requested: config.cores, node: node)
+        let cpus = try CorePlacement.assign(workers: workerCount, requested: config.cores, node: node)
         let published = PublishedCounters.allocate(count: ports.count * queues)
         defer { published.deallocate() }
         var templates: [UnsafeMutablePointer<UInt8>] = []
@@ -122,8 +132,26 @@ public final class FerryRuntime: @unchecked Sendable {
             }
         }
 
+        // stats_json is opened now, so a bad path fails before forwarding, not after it.
+        var jsonFile: UnsafeMutablePointer<FILE>?
+        if let path = config.statsJSON {
+            guard let f = fopen(path, "w") else {
+                throw RuntimeError.config("stats_json: cannot write \(path): \(String(cString: strerror(errno)))")
+            }
+            jsonFile = f
+        }
+        defer { if let jsonFile { fclose(jsonFile) } }
+
         ferry_store_release_u8(stopFlag, 0)
         var workers: [Worker] = []
+        // Should a later worker fail to start, the earlier ones are stopped and joined before
+        // the memory they use is released.
+        defer {
+            if !workers.isEmpty {
+                ferry_store_release_u8(stopFlag, 1)
+                for worker in workers { worker.join() }
+            }
+        }
         for w in 0..<workerCount {
             let worker = Worker(id: w, cpu: cpus[w], mode: config.fwd, burst: config.burst, txFirst: config.txFirst,
                                 interruptMode: config.rxMode == .interrupt,
@@ -131,6 +159,11 @@ public final class FerryRuntime: @unchecked Sendable {
             try worker.start()
             workers.append(worker)
             FerryLog.info("worker \(w) on core \(cpus[w]): \(streamsByWorker[w].count) stream(s), \(config.fwd.rawValue) mode, burst \(config.burst), rx_mode \(config.rxMode.rawValue)")
+        }
+
+        usleep(1000)
+        for worker in workers where worker.pinError != 0 {
+            FerryLog.warning("worker \(worker.id): cannot pin to core \(worker.cpu): \(String(cString: strerror(worker.pinError)))")
         }
 
         let startNs = ferry_monotonic_ns()
@@ -150,6 +183,10 @@ public final class FerryRuntime: @unchecked Sendable {
             if wentDown { quiesce(workers) }
             for port in ports where port.reconnectDue(nowNs: now) {
                 port.attemptReconnect(nowNs: now)
+            }
+            if ferry_load_acquire_u8(growRequest) != 0 || pool.available < pool.count / 8 {
+                ferry_store_release_u8(growRequest, 0)
+                growPool(pool, ports: ports)
             }
             publishSnapshot(summary(elapsed))
             if config.statsPeriod > 0 && now - lastStats >= UInt64(config.statsPeriod) * 1_000_000_000 {
@@ -175,13 +212,45 @@ public final class FerryRuntime: @unchecked Sendable {
         }
         publishSnapshot(result)
         output(StatsReport.final(result))
-        if let path = config.statsJSON { try writeJSON(result, to: path) }
+        if let jsonFile {
+            _ = result.json().withCString { fputs($0, jsonFile) }
+        }
         workers.removeAll()
         ports.removeAll()
-        // Worker caches give their buffers back to the pool as they go, and the rings live
-        // in the shared memory: both must outlive the workers and ports.
-        withExtendedLifetime((memory, pool)) {}
         return result
+    }
+
+    /// Asks a running `run()` to grow the buffer pool on its next tick, as it does by itself
+    /// when fewer than an eighth of the buffers are free.
+    public func requestPoolGrowth() {
+        ferry_store_release_u8(growRequest, 1)
+    }
+
+    /// Memory-table updates done (each one a SET_MEM_TABLE to every connected backend).
+    public private(set) var memoryUpdates = 0
+    private var growthFailed = false
+
+    /// Grows the pool by half: a new memory segment, SET_MEM_TABLE to every connected
+    /// backend (pairs paused around it, as the seed's memory event callback does), and only
+    /// then the new buffers go into the pool, so no backend sees an address it cannot map.
+    private func growPool(_ pool: PacketPool, ports: [Port]) {
+        guard !growthFailed else { return }
+        do {
+            let added = try pool.grow(buffers: max(1024, pool.count / 2))
+            for port in ports where port.isLinkUp {
+                do {
+                    try port.device.updateMemoryTable()
+                } catch {
+                    FerryLog.warning("port \(port.index) (\(port.config.path)): memory table update failed: \(error)")
+                }
+            }
+            pool.release(added)
+            memoryUpdates += 1
+            FerryLog.info("buffer pool grew by \(added.count) buffers to \(pool.count); memory table sent again (\(pool.count * pool.stride / 1024 / 1024) MiB of buffers)")
+        } catch {
+            growthFailed = true
+            FerryLog.warning("buffer pool cannot grow: \(error)")
+        }
     }
 
     /// Waits until every worker has run a whole loop since now, so none is still inside a
@@ -233,14 +302,6 @@ public final class FerryRuntime: @unchecked Sendable {
             text += StatsReport.periodic(port: p, rxPps: UInt64(rx), txPps: UInt64(tx), rxBps: UInt64(rxb), txBps: UInt64(txb))
         }
         output(text)
-    }
-
-    private func writeJSON(_ summary: RunSummary, to path: String) throws {
-        guard let file = fopen(path, "w") else {
-            throw RuntimeError.config("stats_json: cannot write \(path): \(String(cString: strerror(errno)))")
-        }
-        defer { fclose(file) }
-        _ = summary.json().withCString { fputs($0, file) }
     }
 
     /// Shared memory for the rings plus the buffer pool, with room to spare.

@@ -132,8 +132,10 @@ final class Port {
             guard bases.count >= 2 * queues else { return }
             for q in 0..<queues {
                 let txRing = device.rings[2 * q + 1].pointee
-                // The TX base is the device's next avail index: what it consumed.
-                txInFlightAtStop += UInt64(UInt16(truncatingIfNeeded: Int(txRing.availIndex) - Int(bases[2 * q + 1])))
+                // The TX base is the device's next avail index: what it consumed. The backend
+                // is untrusted, so the answer is bounded by what Ferry has in flight.
+                let notTaken = Int(UInt16(truncatingIfNeeded: Int(txRing.availIndex) - Int(bases[2 * q + 1])))
+                txInFlightAtStop += UInt64(min(notTaken, txRing.inFlight))
                 rxUnreadAtStop += UInt64(device.rings[2 * q].pointee.pendingUsed())
             }
         } catch {

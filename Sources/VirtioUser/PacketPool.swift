@@ -16,27 +16,39 @@ public final class PacketPool: @unchecked Sendable {
     public static let defaultDataRoom = 2048
 
     public let base: UnsafeMutableRawPointer
-    public let count: Int
+    /// Buffers in the pool so far; grows with `grow`.
+    public private(set) var count: Int
     public let headroom: Int
     public let dataRoom: Int
     public var stride: Int { headroom + dataRoom }
+    /// The most buffers the pool can ever hold: what the memory's reservation allows.
+    public let capacity: Int
 
+    private let memory: SharedMemory
     private let freeStack: UnsafeMutablePointer<UInt32>
     private var top: Int
     private let lock: UnsafeMutablePointer<pthread_mutex_t>
 
-    /// Carves `count` buffers out of `memory`.
+    /// Carves at least `count` buffers out of `memory`: everything it has left, so the pool
+    /// sits at the end of the memory and can grow in place when the memory grows.
     public init(memory: SharedMemory, count: Int, headroom: Int = defaultHeadroom,
                 dataRoom: Int = defaultDataRoom) throws {
         precondition(count > 0 && count < Int(UInt32.max))
-        self.count = count
+        self.memory = memory
         self.headroom = headroom
         self.dataRoom = dataRoom
-        base = try memory.allocate(bytes: count * (headroom + dataRoom), alignment: 64)
-        freeStack = .allocate(capacity: count)
+        let stride = headroom + dataRoom
+        let (start, bytes) = try memory.allocateRest(alignment: 64)
+        guard bytes / stride >= count else {
+            throw SharedMemoryError.exhausted(requested: count * stride, remaining: bytes)
+        }
+        base = start
+        self.count = bytes / stride
+        capacity = min(Int(UInt32.max) - 1, self.count + (memory.reservedSize - memory.size) / stride)
+        freeStack = .allocate(capacity: capacity)
         // Hand out low indices first: they are the first pages touched.
-        for i in 0..<count { freeStack[i] = UInt32(count - 1 - i) }
-        top = count
+        for i in 0..<self.count { freeStack[i] = UInt32(self.count - 1 - i) }
+        top = self.count
         lock = .allocate(capacity: 1)
         pthread_mutex_init(lock, nil)
     }
@@ -53,11 +65,37 @@ public final class PacketPool: @unchecked Sendable {
         return top
     }
 
+    /// Maps a new memory segment of at least `buffers` buffers right after the pool. The new
+    /// buffers are not handed out yet: the backends must first learn the new memory table;
+    /// then `release(_:)` puts them in the pool. Control thread only.
+    public func grow(buffers: Int) throws -> Range<UInt32> {
+        // Buffers never straddle two segments: the first new one starts inside the new
+        // segment, and indices in the gap are simply never handed out.
+        let poolOffset = base - memory.base
+        let (segment, bytes) = try memory.grow(bytes: (buffers + 1) * stride)
+        let segmentStart = segment - memory.base
+        let first = (segmentStart - poolOffset + stride - 1) / stride
+        let end = min((segmentStart + bytes - poolOffset) / stride, capacity)
+        count = end
+        // Claim the carve so nothing else is allocated there.
+        _ = try memory.allocateRest(alignment: 1)
+        return UInt32(first)..<UInt32(max(first, end))
+    }
+
+    /// Puts new buffers (from `grow`) into the pool.
+    public func release(_ range: Range<UInt32>) {
+        pthread_mutex_lock(lock); defer { pthread_mutex_unlock(lock) }
+        for i in range where top < capacity {
+            freeStack[top] = i
+            top += 1
+        }
+    }
+
     /// Moves up to `n` buffer indices into `out`; returns how many.
     public func take(into out: UnsafeMutablePointer<UInt32>, count n: Int) -> Int {
         pthread_mutex_lock(lock); defer { pthread_mutex_unlock(lock) }
         let k = min(n, top)
-        // SAFETY: k <= top <= count, so both ranges are inside their allocations.
+        // SAFETY: k <= top <= capacity, so both ranges are inside their allocations.
         (out).update(from: freeStack + (top - k), count: k)
         top -= k
         return k
@@ -66,7 +104,7 @@ public final class PacketPool: @unchecked Sendable {
     /// Returns `n` buffer indices. An index outside the pool is ignored rather than trusted.
     public func give(_ indices: UnsafePointer<UInt32>, count n: Int) {
         pthread_mutex_lock(lock); defer { pthread_mutex_unlock(lock) }
-        for i in 0..<n where Int(indices[i]) < count && top < count {
+        for i in 0..<n where Int(indices[i]) < count && top < capacity {
             freeStack[top] = indices[i]
             top += 1
         }

@@ -453,6 +453,19 @@ public final class VirtioUserDevice {
         return bases
     }
 
+    /// The seed's memory event callback: when Ferry's shared memory changes, pause the active
+    /// pairs, send SET_MEM_TABLE again, and resume them.
+    public func updateMemoryTable() throws {
+        guard started else { return }
+        let regions = memory.regions
+        guard regions.count <= backend.maxMemoryRegions else {
+            throw VhostError.tooManyRegions(path: path, count: regions.count, max: backend.maxMemoryRegions)
+        }
+        for i in 0..<queuePairs { try backend.enableQueuePair(i, enable: false) }
+        try backend.setMemoryTable(regions)
+        for i in 0..<queuePairs { try backend.enableQueuePair(i, enable: true) }
+    }
+
     /// Marks the device stopped without talking to the backend (it has gone away).
     public func markBackendLost() {
         started = false
