@@ -6,6 +6,9 @@ let package = Package(
     name: "Ferry",
     products: [
         .executable(name: "ferry", targets: ["ferry"]),
+        // Libraries for bench/, a package of its own so `swift test` here never builds it.
+        .library(name: "FerryForwarding", targets: ["Forwarding", "FerryConfig", "VirtioUser", "Vhost", "Virtio"]),
+        .library(name: "FerryTestSupport", targets: ["FerryTestSupport"]),
     ],
     dependencies: [
         // Tests only: property-based checks of the rings against a reference model.
