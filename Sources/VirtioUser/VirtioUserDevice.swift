@@ -103,6 +103,11 @@ public final class VirtioUserDevice {
     }
 
     private func initialize() throws {
+        // Split rings (the only kind built so far) need a power of two (virtio 1.2 §2.7).
+        let size = options.queueSize
+        guard size >= 1, size <= 32768, size & (size - 1) == 0 else {
+            throw VirtioUserError.invalidState(path: path, detail: "queue_size \(size): split rings need a power of two from 1 to 32768")
+        }
         try backend.setOwner()
         unsupportedFeatures = VirtioFeatures(rawValue: ~(VirtioFeatures.virtioUserSupported.rawValue | backend.backendFeatures))
         deviceFeatures = VirtioFeatures(rawValue: try backend.getFeatures())
@@ -177,7 +182,9 @@ public final class VirtioUserDevice {
 
     /// The seed's `virtio_user_dev_init_max_queue_pairs`. Returns false when MQ must be masked.
     private func initMaxQueuePairs() -> Bool {
-        guard deviceFeatures.contains(.mq) else {
+        // Masked first: a vhost-user backend without the MQ protocol feature cannot carry more
+        // than one pair, whatever its feature bits say.
+        guard deviceFeatures.subtracting(unsupportedFeatures).contains(.mq) else {
             maxQueuePairs = 1
             return true
         }
