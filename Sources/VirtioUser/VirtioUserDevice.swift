@@ -445,6 +445,10 @@ public final class VirtioUserDevice {
         for i in 0..<pairs where (try? backend.enableQueuePair(i, enable: true)) == nil { failed = true }
         for i in pairs..<maxQueuePairs where (try? backend.enableQueuePair(i, enable: false)) == nil { failed = true }
         queuePairs = pairs
+        // As after DRIVER_OK: the status read-back orders what follows after the backend has
+        // applied the enables (DPDK's vhost runs its queue-state callback while handling
+        // them), so frames sent on a new pair right away are not dropped.
+        _ = try? readStatus()
         return failed ? 1 : 0
     }
 
