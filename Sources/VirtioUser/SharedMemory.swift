@@ -34,6 +34,9 @@ public final class SharedMemory: @unchecked Sendable {
     private let reservation: UnsafeMutableRawPointer
     private let reservationSize: Int
     private let name: String
+    /// The MFD_HUGE_* size flag. Tests pick a page size the machine has none of, to take the
+    /// fallback path.
+    let hugepageSizeFlag: UInt32
     private var used = 0
 
     /// The first segment's descriptor (tests and single-region callers).
@@ -41,7 +44,13 @@ public final class SharedMemory: @unchecked Sendable {
 
     /// Maps at least `size` bytes (rounded up to 2 MiB), reserving room to grow to
     /// `reserve` bytes in at most `maxSegments` segments.
-    public init(size requested: Int, reserve: Int? = nil, maxSegments: Int = 8, name: String = "ferry") throws {
+    public convenience init(size requested: Int, reserve: Int? = nil, maxSegments: Int = 8, name: String = "ferry") throws {
+        try self.init(size: requested, reserve: reserve, maxSegments: maxSegments, name: name,
+                      hugepageSizeFlag: UInt32(FERRY_MFD_HUGE_2MB))
+    }
+
+    init(size requested: Int, reserve: Int?, maxSegments: Int, name: String, hugepageSizeFlag: UInt32) throws {
+        self.hugepageSizeFlag = hugepageSizeFlag
         let size = Self.roundUp(max(requested, 1))
         let reserved = max(size, Self.roundUp(reserve ?? size * 4))
         self.name = name
@@ -144,7 +153,7 @@ public final class SharedMemory: @unchecked Sendable {
 
     private func map(at address: UnsafeMutableRawPointer, size: Int, hugepages: Bool) -> Int32? {
         var flags = UInt32(FERRY_MFD_CLOEXEC)
-        if hugepages { flags |= UInt32(FERRY_MFD_HUGETLB) | UInt32(FERRY_MFD_HUGE_2MB) }
+        if hugepages { flags |= UInt32(FERRY_MFD_HUGETLB) | hugepageSizeFlag }
         let fd = ferry_memfd_create(name, flags)
         guard fd >= 0 else { return nil }
         guard ftruncate(fd, off_t(size)) == 0 else {
