@@ -83,6 +83,8 @@ public final class VhostUserDeviceDouble: @unchecked Sendable {
     public static let featureVersion1: UInt64 = 1 << 32
     /// VIRTIO_F_IN_ORDER (bit 35).
     public static let featureInOrder: UInt64 = 1 << 35
+    /// VIRTIO_F_RING_PACKED (bit 34): with it acked, the loopback runs on packed rings.
+    public static let featureRingPacked: UInt64 = 1 << 34
     public static let defaultFeatures: UInt64 =
         featureVersion1 | VhostUserConstants.protocolFeaturesMask | featureMrgRxbuf
 
@@ -549,6 +551,7 @@ public final class VhostUserDeviceDouble: @unchecked Sendable {
 
     /// Moves up to a burst of frames from TX (rxIndex+1) to RX (rxIndex). True if any moved.
     private func loopPairLocked(rxIndex: UInt32) -> Bool {
+        if packedRingsAckedLocked { return loopPackedPairLocked(rxIndex: rxIndex) }
         guard let rx = vrings[rxIndex], let tx = vrings[rxIndex + 1],
               rx.isRunning, tx.isRunning, !rx.broken, !tx.broken,
               buildRingLocked(rx, index: rxIndex), buildRingLocked(tx, index: rxIndex + 1) else { return false }
@@ -727,4 +730,114 @@ private func startDoubleThread(_ body: @escaping () -> Void) -> pthread_t? {
         return nil
     }
     return tid
+}
+
+// MARK: - Packed rings (VIRTIO_F_RING_PACKED acked)
+
+/// The loopback on packed rings. SET_VRING_ADDR then carries the descriptor ring, the driver
+/// event area (`avail`) and the device event area (`used`); SET_VRING_BASE carries the next
+/// position with the wrap counter in bit 15, which the existing handler already stores in
+/// `lastAvailIndex` and `usedIndex` verbatim, as DPDK's vhost does (both sides start there).
+/// GET_VRING_BASE answers `lastAvailIndex`, which this path keeps as `position | wrap << 15`,
+/// so for a packed vring `VringSnapshot.lastAvailIndex` and GET_VRING_BASE are in that encoding.
+///
+/// The DevicePackedRing is rebuilt from the vring's addresses and saved positions on every
+/// pass (nothing stays outstanding between passes), so it never outlives a memory table and
+/// needs no state of its own in DeviceVring; the split path is untouched.
+extension VhostUserDeviceDouble {
+    private var packedRingsAckedLocked: Bool { (_ackedFeatures ?? 0) & Self.featureRingPacked != 0 }
+
+    /// Moves up to a burst of frames from TX (rxIndex+1) to RX (rxIndex) on packed rings.
+    private func loopPackedPairLocked(rxIndex: UInt32) -> Bool {
+        guard let rx = vrings[rxIndex], let tx = vrings[rxIndex + 1],
+              rx.isRunning, tx.isRunning, !rx.broken, !tx.broken,
+              var rxRing = packedRingLocked(rx, index: rxIndex),
+              var txRing = packedRingLocked(tx, index: rxIndex + 1) else { return false }
+        let headerLength = packedNetHeaderLength
+        var moved = 0
+        do {
+            while moved < 32, let txChain = try txRing.popAvail() {
+                moved += 1
+                let frame = txChain.readableBytes()
+                txRing.pushUsed(id: txChain.head, length: 0)
+                guard frame.count >= headerLength else {
+                    _framesDropped += 1
+                    continue
+                }
+                guard let rxChain = try rxRing.popAvail() else {
+                    _framesDropped += 1
+                    continue
+                }
+                var out = [UInt8](repeating: 0, count: headerLength)
+                if headerLength >= 12 { out[10] = 1 }  // num_buffers = 1 (little-endian u16)
+                out.append(contentsOf: frame[headerLength...])
+                guard rxChain.writableLength >= out.count else {
+                    rxRing.unpop()  // hand the buffer back
+                    _framesDropped += 1
+                    continue
+                }
+                let written = rxChain.writeWritable(out)
+                rxRing.pushUsed(id: rxChain.head, length: UInt32(written))
+                _framesLooped += 1
+            }
+        } catch {
+            record("packed ring pair \(rxIndex / 2): \(error)", locked: true)
+            rx.broken = true
+            tx.broken = true
+        }
+        savePackedState(rxRing, into: rx)
+        savePackedState(txRing, into: tx)
+        if moved > 0 {
+            notifyPacked(&rxRing, rx)
+            notifyPacked(&txRing, tx)
+        }
+        return moved > 0
+    }
+
+    private var packedNetHeaderLength: Int {
+        let acked = _ackedFeatures ?? 0
+        return acked & (Self.featureVersion1 | Self.featureMrgRxbuf) != 0 ? 12 : 10
+    }
+
+    /// A DevicePackedRing over the vring's addresses, positioned at its saved state.
+    private func packedRingLocked(_ v: DeviceVring, index: UInt32) -> DevicePackedRing? {
+        guard let num = v.num, let addr = v.addr, num > 0, num <= 32768 else {
+            record("vring \(index): bad packed ring size or no address", locked: true)
+            v.broken = true
+            return nil
+        }
+        let n = Int(num)
+        let snapshot = regions
+        guard let desc = Self.translate(snapshot, userAddress: addr.descUserAddr, length: 16 * n),
+              let driverEvent = Self.translate(snapshot, userAddress: addr.availUserAddr, length: 4),
+              let deviceEvent = Self.translate(snapshot, userAddress: addr.usedUserAddr, length: 4) else {
+            record("vring \(index): packed ring addresses outside the memory table", locked: true)
+            v.broken = true
+            return nil
+        }
+        var ring = DevicePackedRing(queueSize: UInt16(n), desc: desc, driverEvent: driverEvent,
+                                    deviceEvent: deviceEvent) { address, length in
+            VhostUserDeviceDouble.translate(snapshot, guestAddress: address, length: length)
+        }
+        guard ring.restore(availBase: UInt32(v.lastAvailIndex), usedBase: UInt32(v.usedIndex)) else {
+            record("vring \(index): packed ring base beyond the ring", locked: true)
+            v.broken = true
+            return nil
+        }
+        ring.eventIdx = (_ackedFeatures ?? 0) & (1 << 29) != 0  // VIRTIO_RING_F_EVENT_IDX
+        ring.setNoNotify(true)  // the double polls; kicks are not needed
+        return ring
+    }
+
+    private func savePackedState(_ ring: DevicePackedRing, into v: DeviceVring) {
+        v.lastAvailIndex = UInt16(truncatingIfNeeded: ring.vringBase)
+        v.usedIndex = UInt16(truncatingIfNeeded: ring.usedBase)
+    }
+
+    /// Signals the call eventfd unless the driver suppressed interrupts for this pass's slots.
+    private func notifyPacked(_ ring: inout DevicePackedRing, _ v: DeviceVring) {
+        guard v.callFd >= 0, ring.shouldInterrupt() else { return }
+        var one: UInt64 = 1
+        _ = write(v.callFd, &one, 8)
+    }
 }

@@ -16,8 +16,9 @@ import CFerry
 ///
 /// Publishing: the flags of the first descriptor of the not-yet-published batch are held back
 /// and release-stored by `publish()`, after every other descriptor of the batch is written; the
-/// device reads the ring in order, so the whole batch appears at once (§2.8, "Supplying Buffers to The Device"). Every
-/// other chain's head flags are release-stored after the rest of its chain.
+/// device reads the ring in order, so the whole batch appears at once (§2.8, "Supplying Buffers
+/// to The Device"). Every other chain's head flags are release-stored after the rest of its
+/// chain.
 ///
 /// Hot path: a struct over raw pointers, no allocation after `init`, every per-packet method
 /// `@inlinable` so it is specialised into the forwarding loop.
@@ -85,9 +86,9 @@ public struct PackedRing {
     ///   - queueSize: 1...32768, not necessarily a power of two (§2.8).
     ///   - eventIdx: VIRTIO_F_EVENT_IDX was negotiated: descriptor-based event suppression
     ///     (§2.8.10) is then honoured and used.
-    ///   - inOrder: VIRTIO_F_IN_ORDER was negotiated (§2.8, "In-order use of descriptors"): the device
-    ///     uses buffers in the order they were made available and may write one used descriptor
-    ///     for a whole batch.
+    ///   - inOrder: VIRTIO_F_IN_ORDER was negotiated (§2.8, "In-order use of descriptors"): the
+    ///     device uses buffers in the order they were made available and may write one used
+    ///     descriptor for a whole batch.
     ///
     /// Both wrap counters start at 1 (§2.8.1), so a zeroed ring holds no available and no used
     /// descriptor. Allocates the private side table; call `deallocate()` once.
@@ -357,9 +358,10 @@ public struct PackedRing {
     }
 
     /// Whether the device must be notified of what was published since the previous call
-    /// (§2.8, "Driver notifications", with §2.8.10). The full fence orders the descriptor flag stores before the read of the
-    /// device's event suppression area; without it both sides can miss each other and the ring
-    /// stalls. The area is read as one 32-bit snapshot so `off_wrap` and `flags` agree.
+    /// (§2.8, "Driver notifications", with §2.8.10). The full fence orders the descriptor flag
+    /// stores before the read of the device's event suppression area; without it both sides can
+    /// miss each other and the ring stalls. The area is read as one 32-bit snapshot so
+    /// `off_wrap` and `flags` agree.
     /// - flags DISABLE: no kick.
     /// - flags DESC with EVENT_IDX: kick when the device's event offset/wrap lies among the
     ///   slots published since the previous call (always after a whole lap or more).
@@ -414,6 +416,7 @@ public struct PackedRing {
 
     /// Calls `body` with the cookie of every chain not yet completed, published or not: the
     /// buffers to release when the ring is stopped. Ring order with IN_ORDER, otherwise id order.
+    // SAFETY: positions and ids index the table below queueSize.
     public func forEachInFlight(_ body: (UInt32) -> Void) {
         if inOrder {
             var position = oldestPosition

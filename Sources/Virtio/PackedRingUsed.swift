@@ -141,6 +141,7 @@ extension PackedRing {
     }
 
     /// True when `id` names a chain the device may complete: in range, in flight, published.
+    // SAFETY: the table is indexed only after `id < queueSize` is checked.
     @inlinable
     func isCompletable(_ id: UInt16) -> Bool {
         guard id < queueSize else { return false }
@@ -222,6 +223,7 @@ extension PackedRing {
 
     /// IN_ORDER: counts the chains from `consumed` slots past the oldest up to and including the
     /// chain headed at `id`, adding their slots to `consumed`. Never walks past the slots in use.
+    // SAFETY: positions come from `advance` modulo queueSize.
     @inlinable
     func chainsThrough(_ id: UInt16, consumed: inout Int) -> Int {
         let inUse = Int(queueSize) &- _numFree

@@ -1,1 +1,0 @@
-// Property-based ring tests live here (Swift Testing + PropertyBased).
