@@ -32,10 +32,15 @@ let package = Package(
         // The CLI.
         .executableTarget(name: "ferry", dependencies: ["Forwarding", "FerryConfig"]),
 
+        // The kernel lab's guest-side driver; Tests/kernel-lab/run.sh builds it static and runs
+        // it inside a QEMU guest against vhost-net and vdpa_sim_net.
+        .executableTarget(name: "ferry-kernel-lab", dependencies: ["CFerry", "Virtio", "Vhost", "VirtioUser"],
+                          path: "Tests/kernel-lab/Driver"),
+
         // Test doubles and real-peer harnesses. Test support, never product.
         .target(name: "FerryTestSupport", dependencies: ["CFerry", "Virtio", "Vhost"]),
 
-        .testTarget(name: "VirtioTests", dependencies: ["Virtio", "FerryTestSupport"]),
+        .testTarget(name: "VirtioTests", dependencies: ["Virtio", "Vhost", "FerryTestSupport"]),
         .testTarget(name: "RingPropertyTests", dependencies: [
             "Virtio", "FerryTestSupport", .product(name: "PropertyBased", package: "swift-property-based"),
         ]),

@@ -308,7 +308,9 @@ public final class FerryRuntime: @unchecked Sendable {
     private func memoryBytes(queues: Int, workers: Int) -> Int {
         var bytes = 1 << 20
         for p in config.ports {
-            bytes += 2 * p.queues * (SplitRingLayout.totalSize(queueSize: p.queueSize) + SplitRingLayout.alignment)
+            let ring = max(SplitRing.memorySize(queueSize: p.queueSize), PackedRing.memorySize(queueSize: p.queueSize))
+            // Data rings, plus a control ring and a shadow control ring with their buffers.
+            bytes += 2 * p.queues * (ring + SplitRingLayout.alignment) + 64 * 1024
         }
         bytes += bufferCount(queues: queues, workers: workers) * (PacketPool.defaultHeadroom + PacketPool.defaultDataRoom)
         return bytes

@@ -31,7 +31,8 @@ final class Port {
         self.config = config
         let options = VirtioUserOptions(path: config.path, queues: config.queues, queueSize: config.queueSize,
                                         mac: config.mac?.octets, server: config.server, mrgRxbuf: config.mrgRxbuf,
-                                        inOrder: config.inOrder, packedVq: config.packedVq, cq: config.cq)
+                                        inOrder: config.inOrder, packedVq: config.packedVq, cq: config.cq,
+                                        iface: config.iface)
         device = try VirtioUserDevice(options: options, memory: memory)
         link = .allocate(capacity: 1)
         link.initialize(to: 0)
@@ -68,7 +69,7 @@ final class Port {
                                       headerSize: headerSize))
             txQueues.append(tx)
         }
-        FerryLog.info("port \(index) (\(config.path)): split ring, queue_size \(config.queueSize), queues \(queues), mrg_rxbuf \(mergeable ? "on" : "off"), in_order \(device.features.contains(.inOrder) ? "on" : "off"), indirect off, MAC \(VirtioUserDevice.format(mac: device.mac))")
+        FerryLog.info("port \(index) (\(config.path)): \(device.usesPackedRings ? "packed" : "split") ring, queue_size \(config.queueSize), queues \(queues), mrg_rxbuf \(mergeable ? "on" : "off"), in_order \(device.features.contains(.inOrder) ? "on" : "off"), indirect off, MAC \(VirtioUserDevice.format(mac: device.mac))")
     }
 
     /// Fills every RX ring, then DRIVER_OK, then enables the configured pairs.
@@ -131,12 +132,12 @@ final class Port {
             let bases = try device.stop()
             guard bases.count >= 2 * queues else { return }
             for q in 0..<queues {
-                let txRing = device.rings[2 * q + 1].pointee
-                // The TX base is the device's next avail index: what it consumed. The backend
-                // is untrusted, so the answer is bounded by what Ferry has in flight.
-                let notTaken = Int(UInt16(truncatingIfNeeded: Int(txRing.availIndex) - Int(bases[2 * q + 1])))
+                let txRing = device.rings[2 * q + 1]
+                // The TX base is the device's next avail position: what it consumed. The
+                // backend is untrusted, so the answer is bounded by what Ferry has in flight.
+                let notTaken = txRing.pendingAvail(deviceBase: bases[2 * q + 1])
                 txInFlightAtStop += UInt64(min(notTaken, txRing.inFlight))
-                rxUnreadAtStop += UInt64(device.rings[2 * q].pointee.pendingUsed())
+                rxUnreadAtStop += UInt64(device.rings[2 * q].pendingUsed())
             }
         } catch {
             FerryLog.warning("port \(index) (\(config.path)): stop: \(error)")

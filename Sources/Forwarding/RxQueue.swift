@@ -8,7 +8,7 @@ import VirtioUser
 /// the untrusted backend; the ring has already bounded it by what was posted, and this drops
 /// frames too short to carry an Ethernet header.
 struct RxQueue {
-    let ring: UnsafeMutablePointer<SplitRing>
+    let ring: VirtqueueRing
     let kickFD: EventFD
     /// The vring's call eventfd: the backend signals it when interrupts are enabled.
     let callFD: EventFD
@@ -25,7 +25,7 @@ struct RxQueue {
     /// Refill once this many descriptors are free, to batch the avail-index store.
     let refillThreshold: Int
 
-    init(ring: UnsafeMutablePointer<SplitRing>, kickFD: EventFD, callFD: EventFD, headerSize: Int, dataRoom: Int,
+    init(ring: VirtqueueRing, kickFD: EventFD, callFD: EventFD, headerSize: Int, dataRoom: Int,
          mergeable: Bool, burst: Int) {
         self.ring = ring
         self.kickFD = kickFD
@@ -33,13 +33,24 @@ struct RxQueue {
         self.headerSize = headerSize
         postedLength = UInt32(headerSize + dataRoom)
         self.mergeable = mergeable
-        refillThreshold = max(1, min(burst, Int(ring.pointee.queueSize) / 4))
+        refillThreshold = max(1, min(burst, Int(ring.queueSize) / 4))
     }
 
     /// Receives up to `max` frames into `bufs`/`lengths` (frame lengths, header excluded).
+    /// One switch on the ring kind per burst; the rest is specialised for that kind.
     @inline(__always)
     mutating func receive(bufs: UnsafeMutablePointer<UInt32>, lengths: UnsafeMutablePointer<UInt32>,
                           max: Int, cache: inout PoolCache) -> Int {
+        switch ring {
+        case let .split(r): return receive(r, bufs: bufs, lengths: lengths, max: max, cache: &cache)
+        case let .packed(r): return receive(r, bufs: bufs, lengths: lengths, max: max, cache: &cache)
+        }
+    }
+
+    @inline(__always)
+    private mutating func receive<R: DriverRing>(_ ring: UnsafeMutablePointer<R>, bufs: UnsafeMutablePointer<UInt32>,
+                                                 lengths: UnsafeMutablePointer<UInt32>, max: Int,
+                                                 cache: inout PoolCache) -> Int {
         let n = ring.pointee.dequeueUsed(cookies: bufs, lengths: lengths, max: max)
         var out = 0
         var i = 0
@@ -71,13 +82,20 @@ struct RxQueue {
             lengths[out] = length &- UInt32(headerSize)
             out &+= 1
         }
-        if ring.pointee.numFree >= refillThreshold { refill(cache: &cache) }
+        if ring.pointee.numFree >= refillThreshold { refill(ring, cache: &cache) }
         return out
     }
 
     /// Posts empty buffers on every free descriptor, then publishes and kicks if asked.
-    @inline(__always)
     mutating func refill(cache: inout PoolCache) {
+        switch ring {
+        case let .split(r): refill(r, cache: &cache)
+        case let .packed(r): refill(r, cache: &cache)
+        }
+    }
+
+    @inline(__always)
+    private mutating func refill<R: DriverRing>(_ ring: UnsafeMutablePointer<R>, cache: inout PoolCache) {
         var added = false
         while ring.pointee.numFree > 0 {
             guard let buf = cache.get() else { break }

@@ -8,7 +8,7 @@ import VirtioUser
 /// DPDK's virtio TX does with its free threshold, so the common case reads the used index at
 /// most once per burst.
 struct TxQueue {
-    let ring: UnsafeMutablePointer<SplitRing>
+    let ring: VirtqueueRing
     let kickFD: EventFD
     let headerSize: Int
     /// Scratch for reclaim: the ring writes completed cookies and lengths here.
@@ -16,11 +16,11 @@ struct TxQueue {
     let scratchLengths: UnsafeMutablePointer<UInt32>
     let scratchCapacity: Int
 
-    init(ring: UnsafeMutablePointer<SplitRing>, kickFD: EventFD, headerSize: Int) {
+    init(ring: VirtqueueRing, kickFD: EventFD, headerSize: Int) {
         self.ring = ring
         self.kickFD = kickFD
         self.headerSize = headerSize
-        scratchCapacity = Int(ring.pointee.queueSize)
+        scratchCapacity = Int(ring.queueSize)
         scratchCookies = .allocate(capacity: scratchCapacity)
         scratchLengths = .allocate(capacity: scratchCapacity)
     }
@@ -31,10 +31,21 @@ struct TxQueue {
     }
 
     /// Posts up to `count` frames; returns how many went on the ring. The caller owns the rest.
+    /// One switch on the ring kind per burst; the rest is specialised for that kind.
     @inline(__always)
     mutating func transmit(bufs: UnsafeMutablePointer<UInt32>, lengths: UnsafeMutablePointer<UInt32>,
                            count: Int, cache: inout PoolCache) -> Int {
-        if ring.pointee.numFree < count { reclaim(cache: &cache) }
+        switch ring {
+        case let .split(r): return transmit(r, bufs: bufs, lengths: lengths, count: count, cache: &cache)
+        case let .packed(r): return transmit(r, bufs: bufs, lengths: lengths, count: count, cache: &cache)
+        }
+    }
+
+    @inline(__always)
+    private mutating func transmit<R: DriverRing>(_ ring: UnsafeMutablePointer<R>, bufs: UnsafeMutablePointer<UInt32>,
+                                                  lengths: UnsafeMutablePointer<UInt32>, count: Int,
+                                                  cache: inout PoolCache) -> Int {
+        if ring.pointee.numFree < count { reclaim(ring, cache: &cache) }
         var sent = 0
         let header = UInt64(headerSize)
         while sent < count {
@@ -56,7 +67,7 @@ struct TxQueue {
 
     /// Returns every buffer the device has consumed to the cache.
     @inline(__always)
-    mutating func reclaim(cache: inout PoolCache) {
+    private mutating func reclaim<R: DriverRing>(_ ring: UnsafeMutablePointer<R>, cache: inout PoolCache) {
         let n = ring.pointee.dequeueUsed(cookies: scratchCookies, lengths: scratchLengths, max: scratchCapacity)
         var i = 0
         while i < n {

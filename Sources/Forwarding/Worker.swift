@@ -203,7 +203,7 @@ final class Worker: @unchecked Sendable {
         var pending = false
         for s in 0..<streamCount where ferry_load_acquire_u8(streams[s].rxLink) != 0 {
             let rx = streams[s].rx
-            if rx.pointee.ring.pointee.enableInterrupts() { pending = true }
+            if rx.pointee.ring.enableInterrupts() { pending = true }
             fds.append(pollfd(fd: rx.pointee.callFD.fd, events: Int16(POLLIN), revents: 0))
         }
         publish()
@@ -214,7 +214,7 @@ final class Worker: @unchecked Sendable {
         for s in 0..<streamCount {
             let rx = streams[s].rx
             _ = rx.pointee.callFD.drain()
-            rx.pointee.ring.pointee.disableInterrupts()
+            rx.pointee.ring.disableInterrupts()
         }
         publish()
     }

@@ -11,10 +11,7 @@ import Virtio
 /// VIRTIO_NET_ERR where its status byte can be found, and skipped otherwise. Never a crash, a
 /// loop or a write outside shared memory.
 struct SplitControlQueueEmulator {
-    /// The most data descriptors one command may carry (DPDK's CVQ_MAX_DATA_DESCS).
-    static let maxDataDescriptors = 32
-    /// The most data bytes one command may carry. MAC_TABLE_SET is the largest real command.
-    static let maxDataBytes = 4096
+    static var maxDataBytes: Int { ControlChain.maxDataBytes }
 
     let queueSize: Int
     let desc: UnsafeMutableRawPointer
@@ -33,11 +30,6 @@ struct SplitControlQueueEmulator {
         self.avail = avail
         self.used = used
         self.translate = translate
-    }
-
-    private enum Parsed {
-        case command(VirtioNetControlCommand, status: UnsafeMutableRawPointer)
-        case malformed(status: UnsafeMutableRawPointer?)
     }
 
     /// Handles every command made available since the last call. Returns how many chains
@@ -71,39 +63,23 @@ struct SplitControlQueueEmulator {
         return handled
     }
 
-    private func parse(head: UInt16) -> Parsed {
+    private func parse(head: UInt16) -> ControlChain.Parsed {
         // Collect the chain: at most header + data + status descriptors, each index in range.
-        var chain: [(address: UInt64, length: UInt32, writable: Bool)] = []
+        var chain: [ControlChain.Segment] = []
         var index = Int(head)
-        let limit = Self.maxDataDescriptors + 2
         while true {
-            guard index < queueSize, chain.count < limit else { return .malformed(status: nil) }
+            guard index < queueSize, chain.count < ControlChain.maxDescriptors else { return .malformed(status: nil) }
             let d = desc + index * SplitRingLayout.descriptorSize
             let address = d.loadUnaligned(fromByteOffset: SplitRingLayout.descAddrOffset, as: UInt64.self)
             let length = d.loadUnaligned(fromByteOffset: SplitRingLayout.descLenOffset, as: UInt32.self)
             let flags = d.loadUnaligned(fromByteOffset: SplitRingLayout.descFlagsOffset, as: UInt16.self)
             let next = d.loadUnaligned(fromByteOffset: SplitRingLayout.descNextOffset, as: UInt16.self)
             guard flags & VringFlags.descIndirect == 0 else { return .malformed(status: nil) }
-            chain.append((address, length, flags & VringFlags.descWrite != 0))
+            chain.append(.init(address: address, length: length, writable: flags & VringFlags.descWrite != 0))
             guard flags & VringFlags.descNext != 0 else { break }
             index = Int(next)
         }
-        // The status is the last descriptor: device-writable, at least one byte.
-        guard let last = chain.last, last.writable, last.length >= 1,
-              let status = translate(last.address, 1) else { return .malformed(status: nil) }
-        // Header and data are driver-readable; the header has class and command.
-        guard chain.count >= 2, chain.dropLast().allSatisfy({ !$0.writable }),
-              chain[0].length >= UInt32(VirtioNetControl.headerSize),
-              chain.count - 2 <= Self.maxDataDescriptors else { return .malformed(status: status) }
-        var bytes: [UInt8] = []
-        for segment in chain.dropLast() {
-            guard segment.length > 0 else { return .malformed(status: status) }
-            guard bytes.count + Int(segment.length) <= VirtioNetControl.headerSize + Self.maxDataBytes,
-                  let p = translate(segment.address, Int(segment.length)) else { return .malformed(status: status) }
-            bytes.append(contentsOf: UnsafeRawBufferPointer(start: p, count: Int(segment.length)))
-        }
-        guard let command = VirtioNetControlCommand(decoding: bytes) else { return .malformed(status: status) }
-        return .command(command, status: status)
+        return ControlChain.parse(chain, translate: translate)
     }
 
     private func pushUsed(id: UInt32, length: UInt32) {
@@ -113,5 +89,46 @@ struct SplitControlQueueEmulator {
         entry.storeBytes(of: id, as: UInt32.self)
         entry.storeBytes(of: length, toByteOffset: 4, as: UInt32.self)
         ferry_store_release_u16(used + SplitRingLayout.usedIdxOffset, usedIndex &+ 1)
+    }
+}
+
+/// What both control-queue emulators do once a chain is collected: check it and decode the
+/// command (virtio 1.2 §5.1.6.5). Shared so split and packed rings judge chains alike.
+enum ControlChain {
+    /// The most data descriptors one command may carry (DPDK's CVQ_MAX_DATA_DESCS).
+    static let maxDataDescriptors = 32
+    /// Header, data and status.
+    static let maxDescriptors = maxDataDescriptors + 2
+    /// The most data bytes one command may carry. MAC_TABLE_SET is the largest real command.
+    static let maxDataBytes = 4096
+
+    struct Segment {
+        var address: UInt64
+        var length: UInt32
+        var writable: Bool
+    }
+
+    enum Parsed {
+        case command(VirtioNetControlCommand, status: UnsafeMutableRawPointer)
+        case malformed(status: UnsafeMutableRawPointer?)
+    }
+
+    static func parse(_ chain: [Segment], translate: (UInt64, Int) -> UnsafeMutableRawPointer?) -> Parsed {
+        // The status is the last descriptor: device-writable, at least one byte.
+        guard let last = chain.last, last.writable, last.length >= 1,
+              let status = translate(last.address, 1) else { return .malformed(status: nil) }
+        // Header and data are driver-readable; the header has class and command.
+        guard chain.count >= 2, chain.dropLast().allSatisfy({ !$0.writable }),
+              chain[0].length >= UInt32(VirtioNetControl.headerSize),
+              chain.count - 2 <= maxDataDescriptors else { return .malformed(status: status) }
+        var bytes: [UInt8] = []
+        for segment in chain.dropLast() {
+            guard segment.length > 0 else { return .malformed(status: status) }
+            guard bytes.count + Int(segment.length) <= VirtioNetControl.headerSize + maxDataBytes,
+                  let p = translate(segment.address, Int(segment.length)) else { return .malformed(status: status) }
+            bytes.append(contentsOf: UnsafeRawBufferPointer(start: p, count: Int(segment.length)))
+        }
+        guard let command = VirtioNetControlCommand(decoding: bytes) else { return .malformed(status: status) }
+        return .command(command, status: status)
     }
 }

@@ -18,11 +18,11 @@ import Virtio
 ///
 /// Control path only; not thread-safe. The forwarding workers touch only the rings.
 public final class VirtioUserDevice {
-    /// What Ferry's datapath can drive today. Packed rings, indirect descriptors and offloads
-    /// come with later work; the seed's masks still apply on top of this.
+    /// What Ferry's datapath can drive today. Indirect descriptors and offloads come with
+    /// later work; the seed's masks still apply on top of this.
     public static let driverFeatures: VirtioFeatures = [
         .version1, .mrgRxbuf, .inOrder, .mac, .status, .ctrlVq, .ctrlRx, .ctrlVlan, .mq,
-        .ctrlMacAddr,
+        .ctrlMacAddr, .ringPacked,
     ]
 
     public let options: VirtioUserOptions
@@ -52,15 +52,16 @@ public final class VirtioUserDevice {
     public private(set) var callFDs: [EventFD] = []
     /// The driver side of each vring, RX at 2·pair and TX at 2·pair+1. Allocated at
     /// FEATURES_OK, when the ring flags are known. Workers hold these pointers.
-    public private(set) var rings: [UnsafeMutablePointer<SplitRing>] = []
+    public private(set) var rings: [VirtqueueRing] = []
     private var ringMemory: [UnsafeMutableRawPointer] = []
 
     /// The control queue is claimed (`cq`), explicitly or because of multi-queue.
     public private(set) var controlQueue = false
     /// The driver side of the control virtqueue (vring 2 × max pairs), which virtio-user
     /// emulates: the backend never sees it. Built at FEATURES_OK when CTRL_VQ is negotiated.
-    public private(set) var controlRing: UnsafeMutablePointer<SplitRing>?
+    public private(set) var controlRing: VirtqueueRing?
     private var controlRingMemory: UnsafeMutableRawPointer?
+    private var packedControlEmulator: PackedControlQueueEmulator?
     /// Where the driver builds each command: header, data, then the status byte.
     private var controlBuffer: UnsafeMutableRawPointer?
     private var controlEmulator: SplitControlQueueEmulator?
@@ -68,7 +69,11 @@ public final class VirtioUserDevice {
     public var shadowControlQueue: (any ShadowControlQueue)?
     /// Control commands handled, and malformed chains rejected, by the emulated queue.
     public private(set) var controlCommandsHandled = 0
-    public var controlChainsRejected: UInt64 { controlEmulator?.malformedChains ?? 0 }
+    public var controlChainsRejected: UInt64 {
+        (controlEmulator?.malformedChains ?? 0) + (packedControlEmulator?.malformedChains ?? 0)
+    }
+    /// Whether the rings are packed (RING_PACKED negotiated). Known from FEATURES_OK.
+    public var usesPackedRings: Bool { features.contains(.ringPacked) }
 
     /// Entries in the control virtqueue. Commands are sent one at a time, so few are needed.
     public static let controlQueueSize = 64
@@ -81,18 +86,19 @@ public final class VirtioUserDevice {
         self.options = options
         self.memory = memory
         kind = try VhostBackendKind.detect(path: options.path)
-        switch kind {
-        case .vhostUser:
-            break
-        case .vhostKernel:
-            throw VirtioUserError.backendNotSupportedYet(path: options.path, kind: "vhost-kernel")
-        case .vhostVdpa:
-            throw VirtioUserError.backendNotSupportedYet(path: options.path, kind: "vhost-vdpa")
+        if options.server && kind != .vhostUser {
+            throw VirtioUserError.serverModeNeedsVhostUser(path: options.path)
         }
-        if options.server {
+        switch kind {
+        case .vhostUser where options.server:
             backend = try VhostUserBackend(listeningAt: options.path, acceptTimeoutMs: options.acceptTimeoutMs)
-        } else {
+        case .vhostUser:
             backend = try VhostUserBackend(connectingTo: options.path)
+        case .vhostKernel:
+            backend = try VhostKernelBackend(path: options.path, queuePairs: max(1, options.queues),
+                                             interfaceName: options.iface)
+        case .vhostVdpa:
+            backend = try VhostVdpaBackend(path: options.path)
         }
         do {
             try initialize()
@@ -103,10 +109,9 @@ public final class VirtioUserDevice {
     }
 
     private func initialize() throws {
-        // Split rings (the only kind built so far) need a power of two (virtio 1.2 §2.7).
         let size = options.queueSize
-        guard size >= 1, size <= 32768, size & (size - 1) == 0 else {
-            throw VirtioUserError.invalidState(path: path, detail: "queue_size \(size): split rings need a power of two from 1 to 32768")
+        guard size >= 1, size <= 32768 else {
+            throw VirtioUserError.invalidState(path: path, detail: "queue_size \(size): must be 1 to 32768")
         }
         try backend.setOwner()
         unsupportedFeatures = VirtioFeatures(rawValue: ~(VirtioFeatures.virtioUserSupported.rawValue | backend.backendFeatures))
@@ -114,11 +119,16 @@ public final class VirtioUserDevice {
         unsupportedFeatures.formUnion(VirtioFeatures(rawValue: backend.unsupportedFeatures))
 
         initMAC()
+        // DPDK gives the tap the port's MAC at the first start.
+        (backend as? VhostKernelBackend)?.macAddress = mac
         if !initMaxQueuePairs() { unsupportedFeatures.insert(.mq) }
+        // A vDPA device with its own control queue gets a shadow of the emulated one
+        // (DPDK 23.03), which forces the control queue on.
+        hasHardwareControlQueue = kind == .vhostVdpa && deviceFeatures.contains(.ctrlVq)
         guard options.queues <= maxQueuePairs else {
             throw VirtioUserError.tooManyQueuePairs(path: path, requested: options.queues, supported: maxQueuePairs)
         }
-        controlQueue = options.cq || maxQueuePairs > 1
+        controlQueue = options.cq || maxQueuePairs > 1 || hasHardwareControlQueue
 
         for _ in 0..<vringCount {
             kickFDs.append(try EventFD.make())
@@ -141,15 +151,31 @@ public final class VirtioUserDevice {
         frontendFeatures.subtract(unsupportedFeatures)
         deviceFeatures.subtract(unsupportedFeatures)
 
-        // Ring memory is laid out now; the rings themselves are built at FEATURES_OK.
-        let ringBytes = SplitRingLayout.totalSize(queueSize: options.queueSize)
+        // Split rings need a power of two (virtio 1.2 §2.7); packed rings take any size
+        // (§2.8). Packed is used when asked for and offered.
+        let packed = options.packedVq && deviceFeatures.contains(.ringPacked)
+        guard packed || SplitRing.supportsQueueSize(size) else {
+            throw VirtioUserError.invalidState(path: path, detail: "queue_size \(size): split rings need a power of two from 1 to 32768" + (options.packedVq ? " (the backend does not offer packed rings)" : ""))
+        }
+
+        // Ring memory is laid out now, room for either kind; the rings themselves are built
+        // at FEATURES_OK, when the kind is known.
+        let ringBytes = max(SplitRing.memorySize(queueSize: size), PackedRing.memorySize(queueSize: size))
         for _ in 0..<vringCount {
             ringMemory.append(try memory.allocate(bytes: ringBytes, alignment: SplitRingLayout.alignment))
         }
         if controlQueue {
-            controlRingMemory = try memory.allocate(bytes: SplitRingLayout.totalSize(queueSize: Self.controlQueueSize),
+            controlRingMemory = try memory.allocate(bytes: max(SplitRing.memorySize(queueSize: Self.controlQueueSize),
+                                                               PackedRing.memorySize(queueSize: Self.controlQueueSize)),
                                                     alignment: SplitRingLayout.alignment)
             controlBuffer = try memory.allocate(bytes: Self.controlBufferSize, alignment: 64)
+        }
+        if hasHardwareControlQueue, let vdpa = backend as? VhostVdpaBackend {
+            let ring = try memory.allocate(bytes: SplitRingLayout.totalSize(queueSize: VhostVdpaShadowControlQueue.defaultQueueSize),
+                                           alignment: SplitRingLayout.alignment)
+            let buffer = try memory.allocate(bytes: VhostVdpaShadowControlQueue.defaultBufferSize, alignment: 64)
+            shadowControlQueue = try VhostVdpaShadowControlQueue(backend: vdpa, vringIndex: 2 * maxQueuePairs,
+                                                                 ringMemory: ring, buffer: buffer)
         }
         FerryLog.info("\(path): vhost-user backend, device features \(deviceFeatures), \(maxQueuePairs) queue pair(s) max")
     }
@@ -218,9 +244,6 @@ public final class VirtioUserDevice {
         try setStatus([.acknowledge, .driver])
         let host = deviceFeatures.union(frontendFeatures)
         features = host.intersection(Self.driverFeatures)
-        if options.packedVq && host.contains(.ringPacked) {
-            FerryLog.warning("\(path): packed_vq=1: packed rings are not implemented yet; using a split ring")
-        }
         try setStatus([.acknowledge, .driver, .featuresOK])
         if let reported = try? readStatus(), !reported.contains(.featuresOK) {
             throw VirtioUserError.featuresRejected(path: path, status: reported.rawValue)
@@ -241,6 +264,13 @@ public final class VirtioUserDevice {
         if let reported = try? readStatus(),
            reported.contains(.failed) || reported.contains(.deviceNeedsReset) {
             throw VirtioUserError.driverRejected(path: path, status: reported.rawValue)
+        }
+        // The operator's MAC reaches a device that filters on it (vDPA) through the control
+        // queue, and so through the shadow queue to the device itself.
+        if let configured = options.mac, features.contains(.ctrlMacAddr), controlRing != nil {
+            if (try? sendControlCommand(.macAddrSet(configured))) != VirtioNetControl.ackOK {
+                FerryLog.warning("\(path): the device refused MAC \(Self.format(mac: configured))")
+            }
         }
     }
 
@@ -281,6 +311,7 @@ public final class VirtioUserDevice {
         for i in 0..<vringCount {
             try backend.setVringCall(index: UInt32(i), fd: callFDs[i].fd)
         }
+        try vdpaShadow?.setCall()
         var wire = features
         wire.remove(.mac)
         if !hasHardwareControlQueue { wire.remove(.ctrlVq) }
@@ -291,8 +322,12 @@ public final class VirtioUserDevice {
         FerryLog.info("\(path): set features 0x\(String(wire.rawValue | transportBits, radix: 16)) (\(features))")
     }
 
-    /// vhost-user backends never own the control queue; vDPA may (a later issue).
-    var hasHardwareControlQueue: Bool { false }
+    /// The device has a control queue of its own (vDPA with CTRL_VQ): CTRL_VQ is then kept in
+    /// SET_FEATURES and accepted commands are mirrored to it. vhost-user and vhost-kernel
+    /// backends never have one.
+    public private(set) var hasHardwareControlQueue = false
+
+    private var vdpaShadow: VhostVdpaShadowControlQueue? { shadowControlQueue as? VhostVdpaShadowControlQueue }
 
     /// The device's offer after the masks; transport bits (bit 30) survive the mask because
     /// `unsupportedFeatures` excludes the backend's own features.
@@ -300,29 +335,44 @@ public final class VirtioUserDevice {
 
     private func buildRings() {
         guard rings.isEmpty else { return }
+        let size = UInt16(truncatingIfNeeded: options.queueSize)
+        let eventIdx = features.contains(.ringEventIdx), inOrder = features.contains(.inOrder)
         for i in 0..<vringCount {
-            let ring = UnsafeMutablePointer<SplitRing>.allocate(capacity: 1)
-            ring.initialize(to: SplitRing(memory: ringMemory[i], queueSize: UInt16(truncatingIfNeeded: options.queueSize),
-                                          eventIdx: features.contains(.ringEventIdx),
-                                          inOrder: features.contains(.inOrder)))
+            let ring = Self.makeRing(packed: usesPackedRings, memory: ringMemory[i], queueSize: size,
+                                     eventIdx: eventIdx, inOrder: inOrder)
             // Ferry polls: ask the device not to interrupt.
-            ring.pointee.disableInterrupts()
+            ring.disableInterrupts()
             rings.append(ring)
         }
         if features.contains(.ctrlVq), let memoryStart = controlRingMemory {
-            let ring = UnsafeMutablePointer<SplitRing>.allocate(capacity: 1)
-            ring.initialize(to: SplitRing(memory: memoryStart, queueSize: UInt16(Self.controlQueueSize),
-                                          eventIdx: false, inOrder: false))
+            let ring = Self.makeRing(packed: usesPackedRings, memory: memoryStart, queueSize: UInt16(Self.controlQueueSize),
+                                     eventIdx: false, inOrder: false)
             controlRing = ring
             let shared = memory
-            controlEmulator = SplitControlQueueEmulator(
-                queueSize: Self.controlQueueSize, desc: ring.pointee.descTable, avail: ring.pointee.availRing,
-                used: ring.pointee.usedRing,
-                translate: { address, length in
-                    guard shared.contains(address: address, length: length) else { return nil }
-                    return UnsafeMutableRawPointer(bitPattern: UInt(address))
-                })
+            let translate: (UInt64, Int) -> UnsafeMutableRawPointer? = { address, length in
+                guard shared.contains(address: address, length: length) else { return nil }
+                return UnsafeMutableRawPointer(bitPattern: UInt(address))
+            }
+            if usesPackedRings {
+                packedControlEmulator = PackedControlQueueEmulator(queueSize: Self.controlQueueSize, desc: ring.descTable,
+                                                                   translate: translate)
+            } else {
+                controlEmulator = SplitControlQueueEmulator(queueSize: Self.controlQueueSize, desc: ring.descTable,
+                                                            avail: ring.availRing, used: ring.usedRing, translate: translate)
+            }
         }
+    }
+
+    private static func makeRing(packed: Bool, memory: UnsafeMutableRawPointer, queueSize: UInt16,
+                                 eventIdx: Bool, inOrder: Bool) -> VirtqueueRing {
+        if packed {
+            let r = UnsafeMutablePointer<PackedRing>.allocate(capacity: 1)
+            r.initialize(to: PackedRing(memory: memory, queueSize: queueSize, eventIdx: eventIdx, inOrder: inOrder))
+            return .packed(r)
+        }
+        let r = UnsafeMutablePointer<SplitRing>.allocate(capacity: 1)
+        r.initialize(to: SplitRing(memory: memory, queueSize: queueSize, eventIdx: eventIdx, inOrder: inOrder))
+        return .split(r)
     }
 
     // MARK: - Control queue
@@ -350,12 +400,16 @@ public final class VirtioUserDevice {
                                         length: UInt32(command.data.count), deviceWritable: false))
         }
         segments.append(RingSegment(address: UInt64(UInt(bitPattern: status)), length: 1, deviceWritable: true))
-        let added = segments.withUnsafeBufferPointer { ring.pointee.addChain($0, cookie: 0) }
+        let added = segments.withUnsafeBufferPointer { chain in
+            ring.with({ $0.pointee.addChain(chain, cookie: 0) }, packed: { $0.pointee.addChain(chain, cookie: 0) })
+        }
         guard added else { throw VirtioUserError.invalidState(path: path, detail: "control queue full") }
-        ring.pointee.publish()
+        ring.with({ $0.pointee.publish() }, packed: { $0.pointee.publish() })
         notifyControlQueue()
         var cookie: UInt32 = 0, length: UInt32 = 0
-        guard ring.pointee.dequeueUsed(cookies: &cookie, lengths: &length, max: 1) == 1, length >= 1 else {
+        let completed = ring.with({ $0.pointee.dequeueUsed(cookies: &cookie, lengths: &length, max: 1) },
+                                  packed: { $0.pointee.dequeueUsed(cookies: &cookie, lengths: &length, max: 1) })
+        guard completed == 1, length >= 1 else {
             throw VirtioUserError.invalidState(path: path, detail: "control command got no answer")
         }
         return status.load(as: UInt8.self)
@@ -363,9 +417,14 @@ public final class VirtioUserDevice {
 
     /// The driver's notify on the control queue: virtio-user handles it synchronously.
     public func notifyControlQueue() {
-        guard var emulator = controlEmulator else { return }
-        emulator.process { command in self.handleControlCommand(command) }
-        controlEmulator = emulator
+        if var emulator = controlEmulator {
+            emulator.process { command in self.handleControlCommand(command) }
+            controlEmulator = emulator
+        }
+        if var emulator = packedControlEmulator {
+            emulator.process { command in self.handleControlCommand(command) }
+            packedControlEmulator = emulator
+        }
     }
 
     /// The seed's `virtio_user_handle_ctrl_msg`: MQ_VQ_PAIRS_SET enables or disables pairs,
@@ -412,19 +471,20 @@ public final class VirtioUserDevice {
         try backend.setMemoryTable(memory.regions)
         for i in 0..<vringCount { try kickQueue(i) }
         try backend.enableQueuePair(0, enable: true)
+        try vdpaShadow?.start(features: features.rawValue)
         queuePairs = 1
         started = true
     }
 
     /// The seed's `virtio_user_kick_queue`: NUM, BASE, ADDR, then KICK last.
     private func kickQueue(_ index: Int) throws {
-        let ring = rings[index].pointee
+        let ring = rings[index]
         let i = UInt32(index)
         try backend.setVringNum(VhostVringState(index: i, num: UInt32(ring.queueSize)))
-        // The seed sends 0 for a fresh ring. Ferry sends the used index in shared memory,
-        // which is 0 on a fresh ring and, after a reconnect, where the device must resume.
-        let usedIndex = ring.lastUsedIndex &+ UInt16(truncatingIfNeeded: ring.pendingUsed())
-        try backend.setVringBase(VhostVringState(index: i, num: UInt32(usedIndex)))
+        // The seed sends 0 (split) or 1 << 15 (packed) for a fresh ring. Ferry sends where the
+        // device must resume, which is the same on a fresh ring and, after a reconnect, right
+        // after the last buffer the device returned.
+        try backend.setVringBase(VhostVringState(index: i, num: ring.resumeBase))
         try backend.setVringAddr(VhostVringAddr(
             index: i,
             descUserAddr: UInt64(UInt(bitPattern: ring.descTable)),
@@ -458,6 +518,7 @@ public final class VirtioUserDevice {
     public func stop() throws -> [UInt32] {
         guard started else { return [] }
         for i in 0..<maxQueuePairs { try backend.enableQueuePair(i, enable: false) }
+        try vdpaShadow?.stop()
         var bases: [UInt32] = []
         for i in 0..<vringCount { bases.append(try backend.getVringBase(index: UInt32(i))) }
         started = false
@@ -490,10 +551,12 @@ public final class VirtioUserDevice {
     /// reconnect skips it and DPDK's vhost accepts either), reset, ACK, DRIVER, the features
     /// again with the same masks, FEATURES_OK, DRIVER_OK, then the pairs that were active.
     ///
-    /// What is guaranteed (split rings): the rings keep all of Ferry's state, and each vring
-    /// is re-programmed with SET_VRING_BASE = its used index in shared memory. So the device
-    /// resumes exactly after the last buffer it returned: every buffer Ferry still owns stays
-    /// on its ring and is eventually returned. An RX buffer the device had filled but not yet
+    /// What is guaranteed, on split and packed rings alike: the rings keep all of Ferry's
+    /// state (avail and used positions, wrap counters, buffer ids), and each vring is
+    /// re-programmed with SET_VRING_BASE = where the device must resume (`resumeBase`: right
+    /// after the last buffer it returned). So every buffer Ferry still owns stays on its ring
+    /// and is eventually returned. DPDK instead resets packed rings and drops what is in
+    /// flight. An RX buffer the device had filled but not yet
     /// marked used is filled again (that frame is lost in the backend, not in Ferry); a TX
     /// frame it had sent but not marked used is sent again.
     public func reconnect(timeoutMs: Int) throws -> Bool {
@@ -541,19 +604,18 @@ public final class VirtioUserDevice {
     /// Closes the backend and the notifiers, and frees the rings' side tables. Ring and
     /// buffer memory belongs to `SharedMemory` and outlives the device.
     public func close() {
+        vdpaShadow?.close()
+        shadowControlQueue = nil
         backend.close()
         for fd in kickFDs { fd.close() }
         for fd in callFDs { fd.close() }
         kickFDs = []
         callFDs = []
-        for ring in rings + (controlRing.map { [$0] } ?? []) {
-            ring.pointee.deallocate()
-            ring.deinitialize(count: 1)
-            ring.deallocate()
-        }
+        for ring in rings + (controlRing.map { [$0] } ?? []) { ring.deallocate() }
         rings = []
         controlRing = nil
         controlEmulator = nil
+        packedControlEmulator = nil
     }
 
     deinit {

@@ -20,10 +20,12 @@ public struct VirtioUserOptions: Sendable, Equatable {
     public var cq: Bool
     /// How long server mode waits for the backend to connect.
     public var acceptTimeoutMs: Int
+    /// The tap for vhost-kernel (`iface`); nil or "tap%d" lets the kernel name it.
+    public var iface: String?
 
     public init(path: String, queues: Int = 1, queueSize: Int = 256, mac: [UInt8]? = nil,
                 server: Bool = false, mrgRxbuf: Bool = true, inOrder: Bool = true,
-                packedVq: Bool = false, cq: Bool = false, acceptTimeoutMs: Int = 30_000) {
+                packedVq: Bool = false, cq: Bool = false, acceptTimeoutMs: Int = 30_000, iface: String? = nil) {
         self.path = path
         self.queues = queues
         self.queueSize = queueSize
@@ -34,11 +36,11 @@ public struct VirtioUserOptions: Sendable, Equatable {
         self.packedVq = packedVq
         self.cq = cq
         self.acceptTimeoutMs = acceptTimeoutMs
+        self.iface = iface
     }
 }
 
 public enum VirtioUserError: Error, CustomStringConvertible {
-    case backendNotSupportedYet(path: String, kind: String)
     case serverModeNeedsVhostUser(path: String)
     case tooManyQueuePairs(path: String, requested: Int, supported: Int)
     case featuresRejected(path: String, status: UInt8)
@@ -47,8 +49,6 @@ public enum VirtioUserError: Error, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case let .backendNotSupportedYet(path, kind):
-            return "\(path): \(kind) backends are not supported yet (only vhost-user sockets)"
         case let .serverModeNeedsVhostUser(path):
             return "\(path): server mode only works with vhost-user sockets"
         case let .tooManyQueuePairs(path, requested, supported):

@@ -9,12 +9,15 @@ import Glibc
 /// Multi-queue against dpdk-testpmd: Ferry enables its pairs through the emulated control
 /// queue (MQ_VQ_PAIRS_SET → SET_VRING_ENABLE per pair) and every queue carries traffic.
 final class FerryMultiQueueTests: InteropTestCase {
-    func testTwoQueuePairsAllCarryTraffic() throws { try checkQueues(2) }
-    func testFourQueuePairsAllCarryTraffic() throws { try checkQueues(4) }
+    func testTwoQueuePairsAllCarryTraffic() throws { try checkQueues(2, packed: false) }
+    func testFourQueuePairsAllCarryTraffic() throws { try checkQueues(4, packed: false) }
+    func testTwoQueuePairsOnPackedRingsAllCarryTraffic() throws { try checkQueues(2, packed: true) }
+    func testFourQueuePairsOnPackedRingsAllCarryTraffic() throws { try checkQueues(4, packed: true) }
 
-    private func checkQueues(_ queues: Int) throws {
+    private func checkQueues(_ queues: Int, packed: Bool) throws {
         let paths = try startBackend(sockets: 2, options: { $0.queues = queues })
-        let summary = try runFerry(paths: paths, extra: ["port.0.queues=\(queues)", "port.1.queues=\(queues)", "duration=2"])
+        let packedArgs = packed ? ["port.0.packed_vq=1", "port.1.packed_vq=1"] : []
+        let summary = try runFerry(paths: paths, extra: ["port.0.queues=\(queues)", "port.1.queues=\(queues)", "duration=2"] + packedArgs)
         _ = try XCTUnwrap(backend).stop()
         XCTAssertEqual(summary.streams.count, 2 * queues)
         for s in summary.streams {

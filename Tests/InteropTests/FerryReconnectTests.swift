@@ -21,6 +21,15 @@ final class FerryReconnectTests: InteropTestCase {
         try cycleBackend(runtime: runtime, ferry: ferry, paths: paths, clientMode: true)
     }
 
+    /// The same on packed rings, where DPDK resets the queues and drops what is in flight:
+    /// Ferry restores its own ring state, so traffic resumes and the counters add up.
+    func testBackendRestartsInServerModeOnPackedRings() throws {
+        let paths = socketPaths(1)
+        let runtime = try makeRuntime(paths: paths, extra: ["port.0.server=1", "port.0.packed_vq=1", "duration=0"])
+        let ferry = Background(runtime)
+        try cycleBackend(runtime: runtime, ferry: ferry, paths: paths, clientMode: true, restarts: 5)
+    }
+
     /// testpmd listens; Ferry connects and, with `reconnect_ms`, reconnects every 100 ms after
     /// testpmd goes away. DPDK's virtio-user cannot do this.
     func testBackendRestartsInClientModeWithReconnect() throws {
@@ -31,9 +40,9 @@ final class FerryReconnectTests: InteropTestCase {
     }
 
     private func cycleBackend(runtime: FerryRuntime, ferry: Background, paths: [String], clientMode: Bool,
-                              alreadyStarted: Bool = false) throws {
+                              alreadyStarted: Bool = false, restarts: Int = FerryReconnectTests.restarts) throws {
         var linkUpToTraffic: [Double] = []
-        for cycle in 0...Self.restarts {
+        for cycle in 0...restarts {
             if cycle > 0 || !alreadyStarted {
                 try startBackend(sockets: 1, options: { $0.clientMode = clientMode })
             }
@@ -48,21 +57,21 @@ final class FerryReconnectTests: InteropTestCase {
             }) else { break }
             linkUpToTraffic.append(Date().timeIntervalSince(linkUp))
             XCTAssertFalse(ferry.hasReturned, "Ferry exited during cycle \(cycle)")
-            guard cycle < Self.restarts else { break }
+            guard cycle < restarts else { break }
             backend?.kill()
             backend = nil
             guard waitFor(runtime, timeout: 20, "link down (cycle \(cycle))", { !$0.ports[0].linkUp }) else { break }
         }
         let summary = try ferry.finish()
         let port = summary.ports[0]
-        XCTAssertEqual(port.reconnects, Self.restarts)
+        XCTAssertEqual(port.reconnects, restarts)
         XCTAssertTrue(port.linkUp)
         // Counters add up: in io mode every frame is either received or made by tx_first, and
         // every one of those was sent or dropped.
         for s in summary.streams {
             XCTAssertEqual(s.txPackets + s.txDropped, s.rxPackets + s.generated, "stream counters do not add up")
         }
-        XCTAssertEqual(summary.streams[0].generated, UInt64(Self.restarts + 1) * 32, "tx_first on every link up")
+        XCTAssertEqual(summary.streams[0].generated, UInt64(restarts + 1) * 32, "tx_first on every link up")
         let sorted = linkUpToTraffic.sorted()
         print("reconnect: \(port.reconnects) reconnects; link up to 1000 frames: median \(String(format: "%.3f", sorted[sorted.count / 2])) s, max \(String(format: "%.3f", sorted.last ?? 0)) s")
     }

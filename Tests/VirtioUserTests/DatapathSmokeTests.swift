@@ -30,7 +30,9 @@ final class DatapathSmokeTests: VirtioUserTestCase {
         try device.negotiate()
         XCTAssertTrue(device.features.contains(.version1))
         XCTAssertEqual(device.features.contains(.inOrder), expectInOrder)
-        let rx = device.rings[0], tx = device.rings[1]
+        guard case let .split(rx) = device.rings[0], case let .split(tx) = device.rings[1] else {
+            return XCTFail("a split ring was expected")
+        }
 
         // RX first, as a driver fills its rings before DRIVER_OK.
         let rxCount = 16

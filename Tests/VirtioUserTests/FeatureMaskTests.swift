@@ -110,14 +110,17 @@ final class FeatureMaskTests: VirtioUserTestCase {
         XCTAssertFalse(device.features.contains(.ringEventIdx), "the driver rings are built without EVENT_IDX")
     }
 
-    /// packed_vq=1 with a device offering RING_PACKED still negotiates a split ring.
-    func testRingPackedIsNeverAckedEvenWithPackedVqOption() throws {
+    /// RING_PACKED is negotiated only when packed_vq=1 asks for it (the seed masks it off
+    /// otherwise), and then the rings are packed.
+    func testRingPackedIsAckedOnlyWithPackedVqOption() throws {
         let offer = Offer.bits([.version1, .ringPacked]) | bit30
         let packedOption = try negotiate(offer: offer) { $0.packedVq = true }
-        XCTAssertEqual(packedOption.acked & Offer.bits([.ringPacked]), 0)
-        XCTAssertFalse(packedOption.device.features.contains(.ringPacked))
+        XCTAssertEqual(packedOption.acked & Offer.bits([.ringPacked]), Offer.bits([.ringPacked]))
+        XCTAssertTrue(packedOption.device.usesPackedRings)
+        XCTAssertTrue(packedOption.device.rings.allSatisfy(\.isPacked))
         let defaultOption = try negotiate(offer: offer)
         XCTAssertEqual(defaultOption.acked & Offer.bits([.ringPacked]), 0)
+        XCTAssertFalse(defaultOption.device.usesPackedRings)
     }
 
     /// The device's offer is kept in `deviceFeatures` after the masks, as the seed's

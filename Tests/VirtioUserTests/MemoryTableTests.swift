@@ -40,7 +40,7 @@ final class MemoryTableTests: VirtioUserTestCase {
         let n = 256
         for i in 0..<device.vringCount {
             guard let addr = double.vring(UInt32(i))?.addr else { return XCTFail("vring \(i) has no address") }
-            let ring = device.rings[i].pointee
+            let ring = device.rings[i]
             XCTAssertEqual(addr.descUserAddr, UInt64(UInt(bitPattern: ring.descTable)), "vring \(i)")
             XCTAssertEqual(addr.availUserAddr, UInt64(UInt(bitPattern: ring.availRing)), "vring \(i)")
             XCTAssertEqual(addr.usedUserAddr, UInt64(UInt(bitPattern: ring.usedRing)), "vring \(i)")

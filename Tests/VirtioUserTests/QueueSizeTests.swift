@@ -13,7 +13,7 @@ final class QueueSizeTests: VirtioUserTestCase {
             try device.negotiate()
             try device.start()
             for i in 0..<device.vringCount {
-                XCTAssertEqual(device.rings[i].pointee.queueSize, UInt16(size))
+                XCTAssertEqual(device.rings[i].queueSize, UInt16(size))
                 XCTAssertEqual(double.vring(UInt32(i))?.num, UInt32(size), "queue_size \(size), vring \(i)")
             }
             device.close()
