@@ -182,7 +182,7 @@ public final class FerryRuntime: @unchecked Sendable {
             for port in ports where port.pollLink() { wentDown = true }
             if wentDown { quiesce(workers) }
             for port in ports where port.reconnectDue(nowNs: now) {
-                port.attemptReconnect(nowNs: now)
+                port.attemptReconnect(nowNs: now, pool: pool)
             }
             if ferry_load_acquire_u8(growRequest) != 0 || pool.available < pool.count / 8 {
                 ferry_store_release_u8(growRequest, 0)

@@ -110,10 +110,16 @@ final class Port {
 
     /// Tries to bring the link back (workers must have quiesced on this port). Logs one line
     /// when the link comes up. Failures leave the link down for a later attempt.
-    func attemptReconnect(nowNs: UInt64) {
+    func attemptReconnect(nowNs: UInt64, pool: PacketPool) {
         lastReconnectAttemptNs = nowNs
         do {
-            guard try device.reconnect(timeoutMs: 0) else { return }
+            guard try device.reconnect(timeoutMs: 0, beforeRings: {
+                // The workers are quiesced on this port: settle what the old backend returned.
+                let drained = self.device.rings.reduce(0) { $0 + $1.drainUsed(into: pool) }
+                if drained > 0 {
+                    FerryLog.info("port \(self.index) (\(self.config.path)): \(drained) buffers returned by the previous backend taken back")
+                }
+            }) else { return }
             reconnects += 1
             ferry_store_release_u8(link, 1)
             FerryLog.info("port \(index) (\(config.path)): link up (reconnect \(reconnects))")

@@ -559,7 +559,7 @@ public final class VirtioUserDevice {
     /// flight. An RX buffer the device had filled but not yet
     /// marked used is filled again (that frame is lost in the backend, not in Ferry); a TX
     /// frame it had sent but not marked used is sent again.
-    public func reconnect(timeoutMs: Int) throws -> Bool {
+    public func reconnect(timeoutMs: Int, beforeRings: () -> Void = {}) throws -> Bool {
         guard let user = backend as? VhostUserBackend else {
             throw VirtioUserError.invalidState(path: path, detail: "reconnect needs a vhost-user backend")
         }
@@ -574,6 +574,7 @@ public final class VirtioUserDevice {
         }
         started = false
         status = []
+        beforeRings()
         let activePairs = queuePairs
         try backend.setOwner()
         try setStatus([])

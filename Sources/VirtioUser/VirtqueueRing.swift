@@ -67,6 +67,26 @@ public enum VirtqueueRing {
         }
     }
 
+    /// Takes back every buffer the device has returned and gives it to `pool`; returns how
+    /// many. Only while no worker uses the ring (its port is down and workers quiesced): the
+    /// control thread does this before a reconnect, so that Ferry's next used position and
+    /// the device's resume position agree exactly (with IN_ORDER, one used descriptor can
+    /// stand for a whole batch). Frames received but unread are dropped; buffers are kept.
+    public func drainUsed(into pool: PacketPool) -> Int {
+        let capacity = 256
+        let cookies = UnsafeMutablePointer<UInt32>.allocate(capacity: capacity)
+        let lengths = UnsafeMutablePointer<UInt32>.allocate(capacity: capacity)
+        defer { cookies.deallocate(); lengths.deallocate() }
+        var total = 0
+        while true {
+            let n = with({ $0.pointee.dequeueUsed(cookies: cookies, lengths: lengths, max: capacity) },
+                         packed: { $0.pointee.dequeueUsed(cookies: cookies, lengths: lengths, max: capacity) })
+            guard n > 0 else { return total }
+            pool.give(cookies, count: n)
+            total += n
+        }
+    }
+
     func deallocate() {
         switch self {
         case let .split(r):
