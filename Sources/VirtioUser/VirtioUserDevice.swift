@@ -177,7 +177,7 @@ public final class VirtioUserDevice {
             shadowControlQueue = try VhostVdpaShadowControlQueue(backend: vdpa, vringIndex: 2 * maxQueuePairs,
                                                                  ringMemory: ring, buffer: buffer)
         }
-        FerryLog.info("\(path): vhost-user backend, device features \(deviceFeatures), \(maxQueuePairs) queue pair(s) max")
+        FerryLog.info("\(path): \(kind) backend, device features \(deviceFeatures), \(maxQueuePairs) queue pair(s) max")
     }
 
     /// The seed's `virtio_user_dev_init_mac`: the configured MAC is written to the device when

@@ -14,9 +14,11 @@
 #      image, headers, kbuild, linux-source and busybox-static fetched with `apt-get download`
 #      and unpacked with `dpkg -x` (nothing is installed);
 #   3. vringh.ko, vdpa_sim.ko and vdpa_sim_net.ko built out of tree (Debian does not ship them);
-#   4. the guest programs: Ferry's lab driver (`swift build -c release --static-swift-stdlib`)
-#      and the tap peer (`gcc -static`);
-#   5. an initramfs: busybox, the modules in dependency order, ip, vdpa, the programs;
+#   4. the guest programs: Ferry's lab driver and the `ferry` CLI (`swift build -c release
+#      --static-swift-stdlib`), and the tap peer (`gcc -static`);
+#   5. an initramfs: busybox, the modules in dependency order, ip, vdpa, the programs, and the
+#      configs `ferry run` is checked with (configs/kernel-tap.conf, kernel-multiqueue.conf,
+#      vdpa-loopback.conf);
 #   6. boot (bounded by FERRY_LAB_TIMEOUT seconds), run guest/tests.sh, read its marker lines.
 #
 # Exit status: 0 every check passed; 1 a check failed, the build failed or the guest hung;
@@ -32,6 +34,8 @@ LAB_TIMEOUT="${FERRY_LAB_TIMEOUT:-300}"
 LAB_PRODUCT="ferry-kernel-lab"
 LAB_PACKAGES=(qemu-system-x86 cpio gcc-12 make xz-utils iproute2)
 KERNEL_META="linux-image-6.12-amd64"
+# The shipped configs the guest runs with `ferry run`.
+LAB_CONFIGS=(kernel-tap.conf kernel-multiqueue.conf vdpa-loopback.conf)
 
 lab_log()  { printf 'kernel-lab: %s\n' "$*" >&2; }
 lab_fail() { printf 'kernel-lab: FAILED: %s\n' "$*" >&2; exit 1; }
@@ -203,6 +207,13 @@ lab_programs() {
         --product "$LAB_PRODUCT" >"$LAB_DIR/swift-build.log" 2>&1) \
         || { tail -n 40 "$LAB_DIR/swift-build.log" >&2; lab_fail "swift build of $LAB_PRODUCT failed ($LAB_DIR/swift-build.log)"; }
     cp "$LAB_DIR/swift/release/$LAB_PRODUCT" "$bindir/$LAB_PRODUCT"
+    # The real CLI, for the checks that run `ferry run` on the shipped configs. Same scratch
+    # path, so the modules built above are reused.
+    lab_log "building ferry (release, static Swift stdlib)"
+    (cd "$pkg" && swift build -c release --static-swift-stdlib --scratch-path "$LAB_DIR/swift" \
+        --product ferry >"$LAB_DIR/swift-build-ferry.log" 2>&1) \
+        || { tail -n 40 "$LAB_DIR/swift-build-ferry.log" >&2; lab_fail "swift build of ferry failed ($LAB_DIR/swift-build-ferry.log)"; }
+    cp "$LAB_DIR/swift/release/ferry" "$bindir/ferry"
     gcc -static -O2 -Wall -Werror -o "$bindir/tap-peer" "$here/tap-peer.c" \
         || lab_fail "gcc -static tap-peer.c failed"
 }
@@ -282,7 +293,10 @@ lab_initramfs() {
     lab_copy_with_libraries /usr/sbin/ip "$root/sbin/ip"
     lab_copy_with_libraries /usr/sbin/vdpa "$root/sbin/vdpa"
     lab_copy_with_libraries "$bindir/$LAB_PRODUCT" "$root/lab/$LAB_PRODUCT"
+    lab_copy_with_libraries "$bindir/ferry" "$root/lab/ferry"
     cp "$bindir/tap-peer" "$root/lab/tap-peer"
+    mkdir -p "$root/lab/configs"
+    cp "${LAB_CONFIGS[@]/#/$repo_root/configs/}" "$root/lab/configs/"
     cp "$here/guest/init" "$root/init"
     cp "$here/guest/tests.sh" "$root/lab/tests.sh"
     chmod +x "$root/init" "$root/lab/tests.sh"
