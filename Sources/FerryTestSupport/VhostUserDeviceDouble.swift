@@ -1,3 +1,4 @@
+import Virtio
 import CFerry
 import Vhost
 #if canImport(Glibc)
@@ -124,6 +125,8 @@ public final class VhostUserDeviceDouble: @unchecked Sendable {
     private var _configSpace: [UInt8]
     private var _errors: [String] = []
     private var _framesLooped: UInt64 = 0
+    /// Frames spread over several RX buffers (MRG_RXBUF).
+    private var _framesMerged: UInt64 = 0
     private var _framesDropped: UInt64 = 0
     private var regions: [MappedRegion] = []
     private var vrings: [UInt32: DeviceVring] = [:]
@@ -573,6 +576,14 @@ public final class VhostUserDeviceDouble: @unchecked Sendable {
                 var out = [UInt8](repeating: 0, count: headerLength)
                 if headerLength >= 12 { out[10] = 1 }  // num_buffers = 1 (little-endian u16)
                 out.append(contentsOf: frame[headerLength...])
+                if rxChain.writableLength < out.count, mergeableAckedLocked {
+                    // MRG_RXBUF: spread the frame over more buffers (or hand them all back).
+                    if try mergeSplitLocked(rx, first: rxChain, frame: &out) {
+                        _framesLooped += 1
+                        _framesMerged += 1
+                        continue
+                    }
+                }
                 guard rxChain.writableLength >= out.count else {
                     rx.ring!.lastAvailIndex &-= 1  // hand the buffer back
                     _framesDropped += 1
@@ -771,6 +782,13 @@ extension VhostUserDeviceDouble {
                 var out = [UInt8](repeating: 0, count: headerLength)
                 if headerLength >= 12 { out[10] = 1 }  // num_buffers = 1 (little-endian u16)
                 out.append(contentsOf: frame[headerLength...])
+                if rxChain.writableLength < out.count, mergeableAckedLocked {
+                    if try mergePackedLocked(&rxRing, first: rxChain, frame: &out) {
+                        _framesLooped += 1
+                        _framesMerged += 1
+                        continue
+                    }
+                }
                 guard rxChain.writableLength >= out.count else {
                     rxRing.unpop()  // hand the buffer back
                     _framesDropped += 1
@@ -839,5 +857,104 @@ extension VhostUserDeviceDouble {
         guard v.callFd >= 0, ring.shouldInterrupt() else { return }
         var one: UInt64 = 1
         _ = write(v.callFd, &one, 8)
+    }
+}
+
+/// MRG_RXBUF in the loopback (virtio 1.2 §5.1.6.4): a frame larger than one RX chain is spread
+/// over as many chains as it needs, `num_buffers` in the first header says how many, and all
+/// of them become visible to the driver at once (as DPDK's vhost publishes a whole burst), so
+/// the driver never sees the head of a frame without its tail.
+extension VhostUserDeviceDouble {
+    var mergeableAckedLocked: Bool { (_ackedFeatures ?? 0) & Self.featureMrgRxbuf != 0 }
+
+    /// Frames the loopback spread over several RX buffers.
+    public var framesMerged: UInt64 { mutex.with { _framesMerged } }
+
+    /// Pops further chains after `first` until `frame` fits; false (every chain after `first`
+    /// handed back) when the ring runs out.
+    private func popForMerge(first: DeviceChain, need: Int, pop: () throws -> DeviceChain?) rethrows -> [DeviceChain]? {
+        var chains = [first]
+        var room = first.writableLength
+        while room < need, chains.count < 64, let c = try pop() {
+            chains.append(c)
+            room += c.writableLength
+        }
+        return room >= need ? chains : nil
+    }
+
+    /// Writes `frame` across `chains`, with num_buffers set; returns each chain's used length.
+    private func spread(_ frame: inout [UInt8], over chains: [DeviceChain]) -> [Int] {
+        let count = UInt16(chains.count)
+        frame[10] = UInt8(count & 0xff)
+        frame[11] = UInt8(count >> 8)
+        var offset = 0
+        var lengths: [Int] = []
+        for c in chains {
+            let end = min(frame.count, offset + c.writableLength)
+            let written = c.writeWritable(Array(frame[offset..<end]))
+            lengths.append(written)
+            offset += written
+        }
+        return lengths
+    }
+
+    fileprivate func mergeSplitLocked(_ rx: DeviceVring, first: DeviceChain, frame: inout [UInt8]) throws -> Bool {
+        guard frame.count >= 12 else { return false }
+        var poppedAfterFirst = 0
+        let popped = try popForMerge(first: first, need: frame.count) {
+            let c = try rx.ring!.popAvail()
+            if c != nil { poppedAfterFirst += 1 }
+            return c
+        }
+        guard let chains = popped else {
+            // Hand back what was popped after `first`; the caller hands back `first`.
+            rx.ring!.lastAvailIndex &-= UInt16(poppedAfterFirst)
+            return false
+        }
+        let lengths = spread(&frame, over: chains)
+        let base = rx.ring!.usedIndex
+        for (k, c) in chains.enumerated() {
+            rx.ring!.writeUsedEntry(slot: base &+ UInt16(k), id: UInt32(c.head), length: UInt32(lengths[k]))
+        }
+        rx.ring!.forceUsedIndex(base &+ UInt16(chains.count))
+        return true
+    }
+
+    func mergePackedLocked(_ ring: inout DevicePackedRing, first: DeviceChain, frame: inout [UInt8]) throws -> Bool {
+        guard frame.count >= 12 else { return false }
+        var poppedAfterFirst = 0
+        let popped = try popForMerge(first: first, need: frame.count) {
+            let c = try ring.popAvail()
+            if c != nil { poppedAfterFirst += 1 }
+            return c
+        }
+        guard let chains = popped else {
+            for _ in 0..<poppedAfterFirst { ring.unpop() }
+            return false
+        }
+        let lengths = spread(&frame, over: chains)
+        // Every chain after the head first, each in its own slot (RX chains posted with
+        // MRG_RXBUF are one descriptor each; a longer one moves the slot on by its length),
+        // then the head, whose flags make the whole frame visible.
+        var slots: [Int] = []
+        for c in chains { slots.append(ring.outstanding.last(where: { $0.id == c.head })?.descriptors ?? 1) }
+        var position = Int(ring.usedIndex)
+        var wrap = ring.usedWrapCounter
+        var total = 0
+        for k in chains.indices {
+            if k > 0 {
+                ring.writeDescriptor(at: UInt16(position), id: chains[k].head, length: UInt32(lengths[k]),
+                                     flags: PackedRingFlags.usedBits(wrap: wrap)
+                                         | (lengths[k] > 0 ? PackedRingFlags.descWrite : 0))
+            }
+            total += slots[k]
+            position += slots[k]
+            while position >= Int(ring.queueSize) {
+                position -= Int(ring.queueSize)
+                wrap.toggle()
+            }
+        }
+        ring.writeUsed(id: chains[0].head, length: UInt32(lengths[0]), advance: total)
+        return true
     }
 }

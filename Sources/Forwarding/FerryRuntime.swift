@@ -72,9 +72,7 @@ public final class FerryRuntime: @unchecked Sendable {
         signal(SIGPIPE, SIG_IGN)
 
         let dataRoom = PacketPool.defaultDataRoom
-        guard config.txPacketLength <= dataRoom else {
-            throw RuntimeError.config("txpkts: \(config.txPacketLength) bytes do not fit one \(dataRoom)-byte buffer; chained TX is not supported yet")
-        }
+        try Self.checkTxPackets(config.txPackets, dataRoom: dataRoom)
         let queueCounts = Set(config.ports.map(\.queues))
         guard queueCounts.count == 1, let queues = queueCounts.first else {
             throw RuntimeError.config("every port must have the same number of queues (as testpmd's --rxq/--txq)")
@@ -117,8 +115,8 @@ public final class FerryRuntime: @unchecked Sendable {
                 let peer = ports[config.portTopology.peer(of: port.index, portCount: ports.count)]
                 let frame = UDPTemplate.frame(length: max(config.txPacketLength, UDPTemplate.minimumLength),
                                               source: peer.mac, destination: config.ethPeer(port: peer.index).octets)
-                let template = UnsafeMutablePointer<UInt8>.allocate(capacity: frame.count)
-                template.initialize(from: frame, count: frame.count)
+                let segments = config.txPackets.count > 1 ? config.txPackets : [frame.count]
+                let template = UDPTemplate.storage(frame: frame, segments: segments)
                 templates.append(template)
                 let w = q % workerCount
                 let slot = streamIndex.count
@@ -126,7 +124,7 @@ public final class FerryRuntime: @unchecked Sendable {
                     rxPort: port.index, rxQueueIndex: q, txPort: peer.index, txQueueIndex: q,
                     rx: port.rxQueues[q], tx: peer.txQueues[q], rxLink: port.link, txLink: peer.link,
                     txPortMAC: peer.macBytes, txPeerMAC: peer.peerMacBytes,
-                    template: template, templateLength: frame.count,
+                    template: template, templateLength: frame.count, templateSegments: segments.count,
                     published: PublishedCounters(slot: published + slot * PublishedCounters.stride)))
                 streamIndex.append((w, streamsByWorker[w].count - 1, port.index, q, peer.index, q))
             }
@@ -356,3 +354,28 @@ public final class FerryRuntime: @unchecked Sendable {
         return false
     }
 }
+
+extension FerryRuntime {
+    /// `txpkts`: a frame of up to `RxQueue.maxFrameLength` bytes, each segment fitting one
+    /// buffer's data room (testpmd's `set txpkts` has the same rule against its mbuf size).
+    /// Several segments make a chained frame; its head must hold the Ethernet header and the
+    /// whole frame the UDP template.
+    static func checkTxPackets(_ segments: [Int], dataRoom: Int) throws {
+        let total = segments.reduce(0, +)
+        guard total <= RxQueue.maxFrameLength else {
+            throw RuntimeError.config("txpkts: \(total) bytes exceed the largest frame, \(RxQueue.maxFrameLength) bytes")
+        }
+        for s in segments where s > dataRoom {
+            throw RuntimeError.config("txpkts: a \(s)-byte segment does not fit one \(dataRoom)-byte buffer")
+        }
+        if segments.count > 1 {
+            guard segments.count <= TxQueue.maxSegments else {
+                throw RuntimeError.config("txpkts: at most \(TxQueue.maxSegments) segments")
+            }
+            guard segments.allSatisfy({ $0 > 0 }), segments[0] >= 14, total >= UDPTemplate.minimumLength else {
+                throw RuntimeError.config("txpkts: a segmented frame needs a first segment of at least 14 bytes and \(UDPTemplate.minimumLength) bytes in all")
+            }
+        }
+    }
+}
+

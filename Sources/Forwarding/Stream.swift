@@ -18,6 +18,9 @@ struct Stream {
     /// The txonly frame for this stream (addresses filled in), `templateLength` bytes.
     let template: UnsafeMutablePointer<UInt8>
     let templateLength: Int
+    /// How many `txpkts` segments a txonly frame has; with more than one, the template came
+    /// from `UDPTemplate.storage` and its segment table follows the frame.
+    var templateSegments = 1
     var counters = StreamCounters()
     /// Whether the worker saw both links up last time round: a stream whose links come up
     /// (at start, and after every reconnect) first sends its `tx_first` bursts, so a loopback

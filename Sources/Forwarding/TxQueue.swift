@@ -15,6 +15,11 @@ struct TxQueue {
     let scratchCookies: UnsafeMutablePointer<UInt32>
     let scratchLengths: UnsafeMutablePointer<UInt32>
     let scratchCapacity: Int
+    /// Scratch for one chained frame's descriptors.
+    let chainScratch: UnsafeMutablePointer<RingSegment>
+    /// The most segments a chained frame may have; a longer one is not sent (the caller
+    /// drops it with the rest of the burst). Far above what RX or txpkts produce.
+    static let maxSegments = 64
 
     init(ring: VirtqueueRing, kickFD: EventFD, headerSize: Int) {
         self.ring = ring
@@ -23,11 +28,13 @@ struct TxQueue {
         scratchCapacity = Int(ring.queueSize)
         scratchCookies = .allocate(capacity: scratchCapacity)
         scratchLengths = .allocate(capacity: scratchCapacity)
+        chainScratch = .allocate(capacity: Self.maxSegments)
     }
 
     func deallocate() {
         scratchCookies.deallocate()
         scratchLengths.deallocate()
+        chainScratch.deallocate()
     }
 
     /// Posts up to `count` frames; returns how many went on the ring. The caller owns the rest.
@@ -52,10 +59,14 @@ struct TxQueue {
             let buf = bufs[sent]
             // Offloads are not negotiated, so the header is all zero (virtio 1.2 §5.1.6.2).
             VirtioNetHeader.zero(at: cache.data(buf) - headerSize, size: headerSize)
-            let ok = ring.pointee.addBuffer(address: cache.address(buf) &- header,
-                                            length: UInt32(headerSize) &+ lengths[sent],
-                                            deviceWritable: false, cookie: buf)
-            if !ok { break }
+            if cache.next(buf) == PacketPool.noBuffer {
+                let ok = ring.pointee.addBuffer(address: cache.address(buf) &- header,
+                                                length: UInt32(headerSize) &+ lengths[sent],
+                                                deviceWritable: false, cookie: buf)
+                if !ok { break }
+            } else if !addChained(ring, head: buf, cache: &cache) {
+                break
+            }
             sent &+= 1
         }
         if sent > 0 {
@@ -65,13 +76,34 @@ struct TxQueue {
         return sent
     }
 
+    /// A multi-buffer frame as one descriptor chain: the header right before the head
+    /// segment's data, then each segment (virtio 1.2 §2.7.6/§2.8.6 chaining). Reclaims once if
+    /// the ring is short of descriptors. False when it does not fit.
+    @inline(never)
+    private mutating func addChained<R: DriverRing>(_ ring: UnsafeMutablePointer<R>, head: UInt32,
+                                                    cache: inout PoolCache) -> Bool {
+        chainScratch[0] = RingSegment(address: cache.address(head) &- UInt64(headerSize),
+                                      length: UInt32(headerSize &+ cache.segmentLength(head)), deviceWritable: false)
+        var count = 1
+        var b = cache.next(head)
+        while b != PacketPool.noBuffer {
+            guard count < Self.maxSegments else { return false }
+            chainScratch[count] = RingSegment(address: UInt64(UInt(bitPattern: cache.segmentData(b))),
+                                              length: UInt32(cache.segmentLength(b)), deviceWritable: false)
+            count &+= 1
+            b = cache.next(b)
+        }
+        if ring.pointee.numFree < count { reclaim(ring, cache: &cache) }
+        return ring.pointee.addChain(UnsafeBufferPointer(start: chainScratch, count: count), cookie: head)
+    }
+
     /// Returns every buffer the device has consumed to the cache.
     @inline(__always)
     private mutating func reclaim<R: DriverRing>(_ ring: UnsafeMutablePointer<R>, cache: inout PoolCache) {
         let n = ring.pointee.dequeueUsed(cookies: scratchCookies, lengths: scratchLengths, max: scratchCapacity)
         var i = 0
         while i < n {
-            cache.put(scratchCookies[i])
+            cache.freeChain(scratchCookies[i])
             i &+= 1
         }
     }

@@ -188,7 +188,7 @@ final class Worker: @unchecked Sendable {
         if E.transmits {
             transmitBurst(stream, bufs: bufs, lengths: lengths, count: n, cache: cache)
         } else {
-            for i in 0..<n { cache.pointee.put(bufs[i]) }
+            for i in 0..<n { cache.pointee.freeChain(bufs[i]) }
         }
         return n
     }
@@ -232,7 +232,7 @@ final class Worker: @unchecked Sendable {
         stream.pointee.counters.txBytes &+= bytes
         if sent < n {
             stream.pointee.counters.txDropped &+= UInt64(n &- sent)
-            for i in sent..<n { cache.pointee.put(bufs[i]) }
+            for i in sent..<n { cache.pointee.freeChain(bufs[i]) }
         }
     }
 

@@ -24,8 +24,22 @@ public final class PacketPool: @unchecked Sendable {
     /// The most buffers the pool can ever hold: what the memory's reservation allows.
     public let capacity: Int
 
+    /// "No next buffer" in the segment chain table.
+    public static let noBuffer: UInt32 = .max
+    /// The longest chain `freeChain`/`give` will walk: far beyond any real frame (a 9216-byte
+    /// frame needs at most a handful of buffers), so a bookkeeping bug cannot loop forever.
+    public static let maxChainLength = 256
+
     private let memory: SharedMemory
     private let freeStack: UnsafeMutablePointer<UInt32>
+    /// Per-buffer segment metadata, in Ferry's private heap (never shared with a backend, so
+    /// a hostile device cannot corrupt it): the next buffer of the frame (`noBuffer` at the
+    /// end; always `noBuffer` for a free buffer), and, for multi-buffer frames only, where the
+    /// segment's data starts in its buffer and how long it is. A single-buffer frame uses none
+    /// of the last two: its data starts after the headroom and its length is the frame's.
+    let nextTable: UnsafeMutablePointer<UInt32>
+    let segmentOffsets: UnsafeMutablePointer<UInt16>
+    let segmentLengths: UnsafeMutablePointer<UInt16>
     private var top: Int
     private let lock: UnsafeMutablePointer<pthread_mutex_t>
 
@@ -46,6 +60,12 @@ public final class PacketPool: @unchecked Sendable {
         self.count = bytes / stride
         capacity = min(Int(UInt32.max) - 1, self.count + (memory.reservedSize - memory.size) / stride)
         freeStack = .allocate(capacity: capacity)
+        nextTable = .allocate(capacity: capacity)
+        nextTable.initialize(repeating: Self.noBuffer, count: capacity)
+        segmentOffsets = .allocate(capacity: capacity)
+        segmentOffsets.initialize(repeating: UInt16(headroom), count: capacity)
+        segmentLengths = .allocate(capacity: capacity)
+        segmentLengths.initialize(repeating: 0, count: capacity)
         // Hand out low indices first: they are the first pages touched.
         for i in 0..<self.count { freeStack[i] = UInt32(self.count - 1 - i) }
         top = self.count
@@ -57,6 +77,9 @@ public final class PacketPool: @unchecked Sendable {
         pthread_mutex_destroy(lock)
         lock.deallocate()
         freeStack.deallocate()
+        nextTable.deallocate()
+        segmentOffsets.deallocate()
+        segmentLengths.deallocate()
     }
 
     /// Buffers currently in the pool (not in any cache or ring).
@@ -102,12 +125,27 @@ public final class PacketPool: @unchecked Sendable {
     }
 
     /// Returns `n` buffer indices. An index outside the pool is ignored rather than trusted.
+    /// Each index is a frame head: the rest of its chain comes back too, and every buffer
+    /// returned has its `next` reset (free buffers never have a next).
     public func give(_ indices: UnsafePointer<UInt32>, count n: Int) {
         pthread_mutex_lock(lock); defer { pthread_mutex_unlock(lock) }
-        for i in 0..<n where Int(indices[i]) < count && top < capacity {
-            freeStack[top] = indices[i]
-            top += 1
+        for i in 0..<n {
+            var b = indices[i]
+            var hops = 0
+            while Int(b) < count && top < capacity && hops < Self.maxChainLength {
+                freeStack[top] = b
+                top += 1
+                hops += 1
+                let nx = nextTable[Int(b)]
+                nextTable[Int(b)] = Self.noBuffer
+                b = nx
+            }
         }
+    }
+
+    /// The buffer after `index` in its frame, or `noBuffer` (for tests and diagnostics).
+    public func next(of index: UInt32) -> UInt32 {
+        Int(index) < capacity ? nextTable[Int(index)] : Self.noBuffer
     }
 
     /// A cache for one worker.
@@ -130,9 +168,16 @@ public struct PoolCache {
     @usableFromInline var depth: Int
     @usableFromInline let capacity: Int
     @usableFromInline unowned(unsafe) let pool: PacketPool
+    /// The pool's segment tables (see `PacketPool.nextTable`).
+    @usableFromInline let nextTable: UnsafeMutablePointer<UInt32>
+    @usableFromInline let segmentOffsets: UnsafeMutablePointer<UInt16>
+    @usableFromInline let segmentLengths: UnsafeMutablePointer<UInt16>
 
     init(pool: PacketPool, capacity: Int) {
         self.pool = pool
+        nextTable = pool.nextTable
+        segmentOffsets = pool.segmentOffsets
+        segmentLengths = pool.segmentLengths
         base = pool.base
         stride = pool.stride
         headroom = pool.headroom
@@ -155,6 +200,7 @@ public struct PoolCache {
 
     public var cachedCount: Int { depth }
     public var dataRoom: Int { stride - headroom }
+    public var headroomSize: Int { headroom }
 
     /// A buffer, or nil when the cache and the pool are both empty.
     @inlinable @inline(__always)
@@ -172,6 +218,70 @@ public struct PoolCache {
         if depth == capacity { spill() }
         stack[depth] = index
         depth &+= 1
+    }
+
+    /// Frees a whole frame: `head` and every buffer chained after it, resetting their links.
+    /// A single-buffer frame costs one extra load over `put`.
+    @inlinable @inline(__always)
+    public mutating func freeChain(_ head: UInt32) {
+        // SAFETY: indices come from this pool; the tables span its whole capacity.
+        let nx = nextTable[Int(head)]
+        put(head)
+        if nx != PacketPool.noBuffer {
+            nextTable[Int(head)] = PacketPool.noBuffer
+            freeTail(nx)
+        }
+    }
+
+    /// Frees `first` and the buffers chained after it (a frame's tail, already unlinked).
+    @inlinable
+    public mutating func freeTail(_ first: UInt32) {
+        var b = first
+        var hops = 0
+        while b != PacketPool.noBuffer && hops < PacketPool.maxChainLength {
+            let nx = nextTable[Int(b)]
+            nextTable[Int(b)] = PacketPool.noBuffer
+            put(b)
+            b = nx
+            hops &+= 1
+        }
+    }
+
+    /// The buffer after `index` in its frame, or `PacketPool.noBuffer`.
+    @inlinable @inline(__always)
+    public func next(_ index: UInt32) -> UInt32 {
+        // SAFETY: index comes from this pool; the table spans its whole capacity.
+        nextTable[Int(index)]
+    }
+
+    /// Links `next` after `index` (`PacketPool.noBuffer` ends the frame there).
+    @inlinable @inline(__always)
+    public func setNext(_ index: UInt32, _ next: UInt32) {
+        // SAFETY: index comes from this pool; the table spans its whole capacity.
+        nextTable[Int(index)] = next
+    }
+
+    /// Records where a segment of a multi-buffer frame starts in its buffer (bytes from the
+    /// buffer's start, so a merged RX buffer can start inside the headroom) and its length.
+    @inlinable @inline(__always)
+    public func setSegment(_ index: UInt32, offset: Int, length: Int) {
+        // SAFETY: index comes from this pool; the tables span its whole capacity.
+        segmentOffsets[Int(index)] = UInt16(truncatingIfNeeded: offset)
+        segmentLengths[Int(index)] = UInt16(truncatingIfNeeded: length)
+    }
+
+    /// A multi-buffer frame's segment length (meaningless for a single-buffer frame).
+    @inlinable @inline(__always)
+    public func segmentLength(_ index: UInt32) -> Int {
+        Int(segmentLengths[Int(index)])
+    }
+
+    /// Where a multi-buffer frame's segment starts. The head segment always starts at
+    /// `data(_:)`; following ones where `setSegment` said.
+    @inlinable @inline(__always)
+    public func segmentData(_ index: UInt32) -> UnsafeMutableRawPointer {
+        // SAFETY: offset < stride (set by Ferry), index from this pool.
+        base + (Int(index) &* stride &+ Int(segmentOffsets[Int(index)]))
     }
 
     /// Where the frame starts in buffer `index` (after the headroom).

@@ -33,4 +33,39 @@ enum UDPTemplate {
         f[udp + 5] = UInt8(truncatingIfNeeded: udpLength)
         return f
     }
+
+    /// The txonly template in one allocation: the frame's bytes, then (4-byte aligned) the
+    /// number of `txpkts` segments and their lengths as UInt32s, so the generator reads its
+    /// segmentation from the same pointer the stream already carries. `segments` must sum to
+    /// `frame.count`. Free with `deallocate()` on the returned pointer.
+    static func storage(frame: [UInt8], segments: [Int]) -> UnsafeMutablePointer<UInt8> {
+        precondition(segments.reduce(0, +) == frame.count && !segments.isEmpty)
+        let tableOffset = tableOffset(length: frame.count)
+        let bytes = tableOffset + 4 * (1 + segments.count)
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 4)
+        raw.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
+        frame.withUnsafeBytes { raw.copyMemory(from: $0.baseAddress!, byteCount: frame.count) }
+        raw.storeBytes(of: UInt32(segments.count), toByteOffset: tableOffset, as: UInt32.self)
+        for (k, length) in segments.enumerated() {
+            raw.storeBytes(of: UInt32(length), toByteOffset: tableOffset + 4 * (1 + k), as: UInt32.self)
+        }
+        return raw.bindMemory(to: UInt8.self, capacity: bytes)
+    }
+
+    @inline(__always)
+    static func tableOffset(length: Int) -> Int { (length + 3) & ~3 }
+
+    /// How many segments a template from `storage` has.
+    // SAFETY: `template` came from `storage(frame:segments:)` with a frame of `length` bytes.
+    @inline(__always)
+    static func segmentCount(_ template: UnsafeRawPointer, length: Int) -> Int {
+        Int(template.load(fromByteOffset: tableOffset(length: length), as: UInt32.self))
+    }
+
+    /// The length of segment `k` (< `segmentCount`).
+    // SAFETY: as `segmentCount`, and k < segmentCount.
+    @inline(__always)
+    static func segmentLength(_ template: UnsafeRawPointer, length: Int, segment k: Int) -> Int {
+        Int(template.load(fromByteOffset: tableOffset(length: length) + 4 * (1 + k), as: UInt32.self))
+    }
 }
