@@ -1,0 +1,73 @@
+import Foundation
+
+/// Everything `ferry-bench` measured, as written to the JSON file.
+public struct BenchReport: Codable, Sendable {
+    public struct Settings: Codable, Sendable {
+        public var pairs: Int
+        public var seconds: Int
+        public var warmup: Int
+        public var configs: [String]
+        public var latencySeconds: Int
+        public var latencyLoads: [Double]
+        public var startupReps: Int
+        public var backendCPU: Int
+        public var dutCPU: Int
+
+        public init(pairs: Int, seconds: Int, warmup: Int, configs: [String], latencySeconds: Int,
+                    latencyLoads: [Double], startupReps: Int, backendCPU: Int, dutCPU: Int) {
+            self.pairs = pairs
+            self.seconds = seconds
+            self.warmup = warmup
+            self.configs = configs
+            self.latencySeconds = latencySeconds
+            self.latencyLoads = latencyLoads
+            self.startupReps = startupReps
+            self.backendCPU = backendCPU
+            self.dutCPU = dutCPU
+        }
+    }
+
+    public struct Host: Codable, Sendable {
+        public var cpus: Int
+        public var loadAverageStart: Double
+        public var loadAverageEnd: Double
+        public var kernel: String
+        public var testpmd: String
+
+        public init(cpus: Int, loadAverageStart: Double, loadAverageEnd: Double, kernel: String, testpmd: String) {
+            self.cpus = cpus
+            self.loadAverageStart = loadAverageStart
+            self.loadAverageEnd = loadAverageEnd
+            self.kernel = kernel
+            self.testpmd = testpmd
+        }
+    }
+
+    public var date: String
+    public var settings: Settings
+    public var host: Host
+    public var throughput: [ThroughputRow] = []
+    public var latency: [LatencyResult] = []
+    public var startup: [StartupResult] = []
+    public var notes: [String] = []
+
+    public init(date: String, settings: Settings, host: Host) {
+        self.date = date
+        self.settings = settings
+        self.host = host
+    }
+
+    public func json() throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        return String(decoding: try encoder.encode(self), as: UTF8.self)
+    }
+
+    public static func now() -> String {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime]
+        return f.string(from: Date())
+    }
+}

@@ -1,0 +1,178 @@
+import BenchCore
+import FerryTestSupport
+import Foundation
+
+/// ferry-bench: Ferry against dpdk-testpmd's virtio-user, on the same backend and cores.
+/// `bench/run` builds it and calls it; see bench/README.md for the method.
+
+let usage = """
+usage: ferry-bench --ferry PATH --out FILE [options]
+
+  --pairs N             A/B pairs per configuration (5)
+  --seconds S           measured seconds per throughput run (10)
+  --warmup W            stats periods discarded before the measured ones (3)
+  --configs LIST        split-64,split-1518,packed-64,packed-1518,split-64-2q (all of these)
+  --latency-seconds L   seconds per latency load point (5)
+  --startup-reps R      start-up runs per DUT (5)
+  --only LIST           throughput,latency,startup (all); profile runs only when named
+  --ferry-stripped PATH the ferry copy without debug info that valgrind runs (profile)
+  --profile-seconds N   seconds of forwarding under callgrind (10)
+  --profile-out FILE    where the profile runs are listed (JSON)
+  --work DIR            scratch directory (/tmp/ferry-bench-PID)
+  --backend-cpu N       core of the backend and the generator (0)
+  --dut-cpu N           core of the DUT's forwarding thread (1)
+
+"""
+
+func fail(_ message: String) -> Never {
+    FileHandle.standardError.write((message + "\n").data(using: .utf8)!)
+    exit(2)
+}
+
+func say(_ line: String) {
+    FileHandle.standardError.write((line + "\n").data(using: .utf8)!)
+}
+
+var args = Array(CommandLine.arguments.dropFirst())
+var ferry = ""
+var out = ""
+var pairs = 5
+var seconds = 10
+var warmup = 3
+var configTokens = ["split-64", "split-1518", "packed-64", "packed-1518", "split-64-2q"]
+var latencySeconds = 5
+var startupReps = 5
+var only: Set<String> = ["throughput", "latency", "startup"]
+var work = "/tmp/ferry-bench-\(getpid())"
+var backendCPU = 0
+var dutCPU = 1
+var ferryStripped = ""
+var profileSeconds = 10
+var profileOut = ""
+
+while !args.isEmpty {
+    let flag = args.removeFirst()
+    func value() -> String {
+        guard !args.isEmpty else { fail("\(flag) needs a value\n" + usage) }
+        return args.removeFirst()
+    }
+    func number() -> Int {
+        let v = value()
+        guard let n = Int(v), n >= 0 else { fail("\(flag): not a number: \(v)") }
+        return n
+    }
+    switch flag {
+    case "--ferry": ferry = value()
+    case "--out": out = value()
+    case "--pairs": pairs = max(1, number())
+    case "--seconds": seconds = max(1, number())
+    case "--warmup": warmup = number()
+    case "--configs": configTokens = value().split(separator: ",").map(String.init)
+    case "--latency-seconds": latencySeconds = max(1, number())
+    case "--startup-reps": startupReps = max(1, number())
+    case "--only": only = Set(value().split(separator: ",").map(String.init))
+    case "--work": work = value()
+    case "--backend-cpu": backendCPU = number()
+    case "--dut-cpu": dutCPU = number()
+    case "--ferry-stripped": ferryStripped = value()
+    case "--profile-seconds": profileSeconds = max(2, number())
+    case "--profile-out": profileOut = value()
+    case "-h", "--help": print(usage, terminator: ""); exit(0)
+    default: fail("unknown option \(flag)\n" + usage)
+    }
+}
+let measures = !only.subtracting(["profile"]).isEmpty
+guard !ferry.isEmpty || !measures, !out.isEmpty || !measures else { fail(usage) }
+let configs = configTokens.map { t -> BenchConfig in
+    guard let c = BenchConfig(token: t) else { fail("bad configuration \(t) (e.g. split-64, packed-1518, split-64-2q)") }
+    return c
+}
+if let reason = TestpmdBackend.skipReason() { fail("cannot run: \(reason)") }
+BenchFiles.makeDirectory(work)
+signal(SIGPIPE, SIG_IGN)
+
+let testpmdVersion: String = {
+    let log = work + "/testpmd-version.log"
+    guard let p = try? SpawnedProcess(executable: TestpmdBackend.locate()!, arguments: ["--version"], logPath: log) else { return "?" }
+    _ = p.waitForExit(timeoutMs: 5000)
+    p.kill()
+    let text = BenchFiles.read(log) ?? ""
+    return text.split(separator: "\n").first { $0.contains("RTE Version") || $0.contains("DPDK") }.map(String.init) ?? "dpdk-testpmd"
+}()
+
+var report = BenchReport(
+    date: BenchReport.now(),
+    settings: .init(pairs: pairs, seconds: seconds, warmup: warmup, configs: configs.map(\.name),
+                    latencySeconds: latencySeconds, latencyLoads: [0.1, 0.5, 0.9], startupReps: startupReps,
+                    backendCPU: backendCPU, dutCPU: dutCPU),
+    host: .init(cpus: sysconf(Int32(_SC_NPROCESSORS_ONLN)), loadAverageStart: BenchFiles.loadAverage(), loadAverageEnd: 0,
+                kernel: (BenchFiles.read("/proc/sys/kernel/osrelease") ?? "").trimmingCharacters(in: .whitespacesAndNewlines),
+                testpmd: testpmdVersion))
+
+func save() {
+    report.host.loadAverageEnd = BenchFiles.loadAverage()
+    do {
+        let text = try report.json()
+        guard BenchFiles.write(out, text + "\n") else { fail("cannot write \(out)") }
+    } catch {
+        fail("cannot encode the report: \(error)")
+    }
+}
+
+if only.contains("throughput") {
+    var s = ThroughputSettings()
+    s.pairs = pairs
+    s.seconds = seconds
+    s.warmup = warmup
+    s.configs = configs
+    s.ferryBinary = ferry
+    s.workDir = work
+    s.backendCPU = backendCPU
+    s.dutCPU = dutCPU
+    report.throughput = ThroughputBench(settings: s, say: say).run()
+    save()
+}
+
+if only.contains("latency") || only.contains("startup") {
+    let socket = work + "/generator.sock"
+    do {
+        let generator = try Generator(path: socket, cpu: backendCPU)
+        if only.contains("latency") {
+            var s = LatencySettings()
+            s.seconds = latencySeconds
+            s.ferryBinary = ferry
+            s.workDir = work
+            s.generatorCPU = backendCPU
+            s.dutCPU = dutCPU
+            report.latency = LatencyBench(settings: s, say: say).run(generator: generator, socket: socket)
+            save()
+        }
+        if only.contains("startup") {
+            report.startup = StartupBench(reps: startupReps, ferryBinary: ferry, workDir: work, dutCPU: dutCPU,
+                                          mainCPU: backendCPU, say: say).run(generator: generator, socket: socket)
+        }
+        for e in generator.errors { report.notes.append("generator: \(e)") }
+        generator.stop()
+    } catch {
+        report.notes.append("generator: \(error)")
+        say("[generator] cannot start: \(error)")
+    }
+}
+if measures {
+    save()
+    say("[ferry-bench] wrote \(out)")
+}
+
+if only.contains("profile") {
+    guard !ferryStripped.isEmpty, !profileOut.isEmpty else { fail("profile needs --ferry-stripped and --profile-out") }
+    let valgrind = ProcessSpawn.which("valgrind") ?? "/usr/bin/valgrind"
+    let runs = ProfileBench(ferryStripped: ferryStripped, valgrind: valgrind, seconds: profileSeconds, workDir: work,
+                            backendCPU: backendCPU, dutCPU: dutCPU, say: say).run()
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    encoder.keyEncodingStrategy = .convertToSnakeCase
+    if let data = try? encoder.encode(runs) {
+        _ = BenchFiles.write(profileOut, String(decoding: data, as: UTF8.self) + "\n")
+    }
+    say("[ferry-bench] wrote \(profileOut)")
+}

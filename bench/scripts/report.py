@@ -1,0 +1,261 @@
+#!/usr/bin/env python3
+"""Merges ferry-bench's results, the allocation check and the callgrind profile into one JSON
+document, prints the markdown table, draws the PNG and (optionally) records the results in
+bench/README.md. The last line printed is `ratio ferry/testpmd: X.XX (split 64B)`.
+
+usage: report.py --bench FILE [--alloc FILE] [--profile FILE] --json OUT --png OUT
+                 [--readme README.md] [--command "bench/run ..."] [--rev GIT_REVISION]
+"""
+import json
+import sys
+
+
+def load(path):
+    if not path:
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def f2(x, digits=2):
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def us(ns):
+    return "n/a" if ns is None else f"{ns / 1000:.1f}"
+
+
+def throughput_section(bench):
+    s = bench["settings"]
+    out = [f"### Throughput: Mpps, median of {s['pairs']} A/B pairs of {s['seconds']} s after {s['warmup']} s warm-up",
+           "",
+           f"Backend dpdk-testpmd net_vhost (io) on core {s['backend_cpu']}; DUT on core {s['dut_cpu']}, io, one burst of 32 "
+           "frames seeded (Ferry `tx_first=1`, testpmd `--tx-first`).",
+           "",
+           "| configuration | Ferry | testpmd | ratio ferry/testpmd (median) | min | max | DUT preempted/s | pairs: ferry/testpmd Mpps |",
+           "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for row in bench.get("throughput", []):
+        if row["status"] != "ok":
+            out.append(f"| {row['config']} | {row['status']} | | | | | | {row.get('reason') or ''} |")
+            continue
+        pairs = ", ".join(f"{p['ferry_mpps']:.2f}/{p['testpmd_mpps']:.2f}" for p in row["pairs"])
+        out.append(f"| {row['config']} | {f2(row.get('ferry_median_mpps'))} | {f2(row.get('testpmd_median_mpps'))} | "
+                   f"**{f2(row.get('median_ratio'))}** | {f2(row.get('min_ratio'))} | {f2(row.get('max_ratio'))} | "
+                   f"{f2(row.get('median_dut_preemptions_per_second'), 0)} | {pairs} |")
+    return out
+
+
+def latency_section(bench):
+    results = bench.get("latency", [])
+    if not results:
+        return []
+    s = bench["settings"]
+    out = [f"### Latency: round trip through the DUT, µs ({s['latency_seconds']} s per load, 64 B, split ring)",
+           "",
+           "Generator (a vhost-user device built on Ferry's code) on the backend core; coordinated omission "
+           "corrected (latency from each frame's intended send time). Loads are fractions of the DUT's maximum "
+           "with this generator.",
+           "",
+           "| DUT | load | Mpps target/got | p50 | p90 | p99 | p99.9 | max | lost | RX ring full | reordered | preempted/s gen/DUT |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        if r.get("error") and not r.get("points"):
+            out.append(f"| {r['dut']} | failed: {r['error']} | | | | | | | | | | |")
+            continue
+        out.append(f"| {r['dut']} | max | {f2((r.get('max_pps') or 0) / 1e6, 3)} | | | | | | | | | |")
+        for p in r.get("points", []):
+            c = p["corrected"]
+            note = f" ({p['error']})" if p.get("error") else ""
+            out.append(f"| {r['dut']} | {int(p['load'] * 100)} %{note} | {f2(p['target_pps'] / 1e6, 3)}/{f2(p['received_pps'] / 1e6, 3)} | "
+                       f"{us(c['p50'])} | {us(c['p90'])} | {us(c['p99'])} | {us(c['p999'])} | {us(c['max'])} | {p['lost']} | "
+                       f"{p['rx_ring_full']} | {p['reordered']} | {f2(p.get('generator_preemptions_per_second'), 0)}/"
+                       f"{f2(p.get('dut_preemptions_per_second'), 0)} |")
+    return out
+
+
+def startup_section(bench):
+    results = bench.get("startup", [])
+    if not results:
+        return []
+    out = ["### Start-up: process start to the first forwarded frame, ms (median)",
+           "",
+           "| DUT | first forwarded | vhost-user connect | rings ready | runs |",
+           "|---|---:|---:|---:|---|"]
+    for r in results:
+        runs = ", ".join(f2(x.get("first_forwarded_ms"), 1) if x.get("first_forwarded_ms") is not None
+                         else "failed" for x in r["runs"])
+        out.append(f"| {r['dut']} | **{f2(r.get('median_ms'), 1)}** | {f2(r.get('median_connect_ms'), 1)} | "
+                   f"{f2(r.get('median_ready_ms'), 1)} | {runs} |")
+    return out
+
+
+def alloc_section(alloc):
+    if alloc is None:
+        return []
+    if "worker_mallocs" not in alloc:
+        return ["### Allocation check", "", f"Not run: {alloc.get('error', 'unknown')}"]
+    verdict = "PASS" if alloc.get("ok") else "FAIL"
+    return ["### Allocation check: mallocs in Ferry's forwarding loop after warm-up",
+            "",
+            f"**{verdict}**: {alloc['worker_mallocs']} mallocs on the worker thread for "
+            f"{alloc['packets_forwarded']} frames forwarded in {alloc['seconds']:.1f} s "
+            f"({alloc['worker_mallocs_per_packet']:.3g} per packet); the control thread made "
+            f"{alloc['other_thread_mallocs']} (stats snapshots)."
+            + (f" {alloc['error']}" if alloc.get("error") else "")]
+
+
+def profile_section(profile):
+    if not profile:
+        return []
+    out = ["### Instructions per forwarded packet (callgrind, empty polls taken out)",
+           "",
+           "| DUT | Ir/packet | rx | refill | tx | reclaim | loop | Ir per empty poll | frames/burst | raw Ir/packet |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for p in profile:
+        if "error" in p:
+            out.append(f"| {p['dut']} | failed: {p['error']} | | | | | | | | |")
+            continue
+        parts = p["parts_ir_per_packet"]
+        g = lambda k: f2(parts.get(k), 1) if k in parts else "(in tx)" if k == "reclaim" else "(in rx)" if k == "refill" else ""
+        out.append(f"| {p['dut']} | **{f2(p['ir_per_packet'], 1)}** | {g('rx')} | {g('refill')} | {g('tx')} | {g('reclaim')} | "
+                   f"{g('loop')} | {f2(p.get('ir_per_empty_poll'), 1)} | {f2(p.get('packets_per_burst'), 1)} | "
+                   f"{f2(p.get('ir_per_packet_raw'), 1)} |")
+    return out
+
+
+def headline(bench):
+    for row in bench.get("throughput", []):
+        if row.get("token") == "split-64" and row.get("median_ratio") is not None:
+            return row["median_ratio"]
+    return None
+
+
+def markdown(doc, command):
+    bench = doc["bench"]
+    h = bench["host"]
+    rev = f" (Ferry at {doc['revision']})" if doc.get("revision") else ""
+    lines = [f"Results of {bench['date']}{rev}: `{command}` on {h['cpus']} vCPUs, load average "
+             f"{h['load_average_start']:.1f} at the start and {h['load_average_end']:.1f} at the end "
+             f"(the machine is shared: other engineers' builds run alongside), {h['testpmd']}.", ""]
+    for section in (throughput_section(bench), latency_section(bench), startup_section(bench),
+                    alloc_section(doc.get("alloc")), profile_section(doc.get("profile"))):
+        if section:
+            lines += section + [""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def plot(doc, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bench = doc["bench"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 5.5))
+    colors = {"ferry": "#1f77b4", "testpmd": "#d62728"}
+
+    rows = bench.get("throughput", [])
+    names = [r["config"] for r in rows]
+    width = 0.38
+    for k, dut in enumerate(["ferry", "testpmd"]):
+        xs, heights, lo, hi = [], [], [], []
+        for i, r in enumerate(rows):
+            runs = [x["mpps"] for x in r.get("runs", []) if x["dut"] == dut and x.get("mpps") is not None]
+            if not runs:
+                continue
+            med = r.get(f"{dut}_median_mpps") or 0
+            xs.append(i + (k - 0.5) * width)
+            heights.append(med)
+            lo.append(med - min(runs))
+            hi.append(max(runs) - med)
+            ax1.scatter([i + (k - 0.5) * width] * len(runs), runs, s=10, color="black", zorder=3)
+        ax1.bar(xs, heights, width, yerr=[lo, hi], capsize=3, color=colors[dut], alpha=0.85,
+                label=f"{'Ferry' if dut == 'ferry' else 'dpdk-testpmd virtio-user'} (median, min-max)")
+    for i, r in enumerate(rows):
+        if r["status"] != "ok":
+            ax1.text(i, 0.02, r["status"], ha="center", va="bottom", rotation=90, color="gray",
+                     transform=ax1.get_xaxis_transform())
+        elif r.get("median_ratio") is not None:
+            ax1.text(i, 1.0, f"x{r['median_ratio']:.2f}", ha="center", va="bottom", fontsize=9,
+                     transform=ax1.get_xaxis_transform())
+    ax1.set_xticks(range(len(names)))
+    ax1.set_xticklabels(names, rotation=15)
+    ax1.set_ylabel("Mpps (DUT forwarding rate, steady state)")
+    ax1.set_title("Throughput: io loop through dpdk-testpmd net_vhost", pad=18)
+    ax1.legend(loc="upper right", fontsize=8)
+    ax1.grid(axis="y", alpha=0.3)
+
+    styles = {0.1: ":", 0.5: "-", 0.9: "--"}
+    drew = False
+    for r in bench.get("latency", []):
+        for p in r.get("points", []):
+            cdf = [(v / 1000.0, q / 100.0) for v, q in p.get("cdf", []) if 0 < q < 100 and v > 0]
+            if not cdf:
+                continue
+            ax2.plot([c[0] for c in cdf], [c[1] for c in cdf], styles.get(p["load"], "-"), color=colors[r["dut"]],
+                     label=f"{r['dut']} {int(p['load'] * 100)} % ({p['received_pps'] / 1e6:.2f} Mpps)")
+            drew = True
+    if drew:
+        ax2.set_xscale("log")
+        ax2.set_yscale("logit")
+        ax2.set_ylim(0.01, 0.9999)
+        ax2.set_yticks([0.01, 0.1, 0.5, 0.9, 0.99, 0.999, 0.9999])
+        ax2.set_yticklabels(["1 %", "10 %", "50 %", "90 %", "99 %", "99.9 %", "99.99 %"])
+        ax2.legend(fontsize=8, loc="lower right")
+    ax2.set_xlabel("round-trip latency, µs (log; corrected for coordinated omission)")
+    ax2.set_ylabel("fraction of frames at or below")
+    ax2.set_title("Latency CDF, split 64 B (generator on the backend core)")
+    ax2.grid(alpha=0.3, which="both")
+    fig.suptitle(f"Ferry vs dpdk-testpmd virtio-user, {bench['date']} "
+                 f"(shared 2-vCPU VM, load {bench['host']['load_average_start']:.1f})", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def update_readme(path, text):
+    start, end = "<!-- results:start -->", "<!-- results:end -->"
+    with open(path) as f:
+        readme = f.read()
+    if start not in readme or end not in readme:
+        return False
+    before = readme.split(start)[0]
+    after = readme.split(end, 1)[1]
+    with open(path, "w") as f:
+        f.write(before + start + "\n" + text + end + after)
+    return True
+
+
+def main():
+    args = sys.argv[1:]
+    opts = {}
+    while args:
+        k = args.pop(0).lstrip("-")
+        opts[k] = args.pop(0) if args else ""
+    bench = load(opts.get("bench"))
+    if bench is None:
+        print("report.py: no ferry-bench results", file=sys.stderr)
+        sys.exit(1)
+    doc = {"bench": bench, "alloc": load(opts.get("alloc")), "profile": load(opts.get("profile")),
+           "revision": opts.get("rev")}
+    with open(opts["json"], "w") as f:
+        json.dump(doc, f, indent=2, sort_keys=True)
+        f.write("\n")
+    command = opts.get("command", "bench/run")
+    text = markdown(doc, command)
+    if "png" in opts:
+        try:
+            plot(doc, opts["png"])
+        except Exception as e:  # the table still prints without a plot
+            print(f"report.py: plot failed: {e}", file=sys.stderr)
+    if opts.get("readme"):
+        if update_readme(opts["readme"], text):
+            print(f"(results recorded in {opts['readme']})", file=sys.stderr)
+    print(text)
+    ratio = headline(bench)
+    print(f"ratio ferry/testpmd: {f2(ratio)} (split 64B)")
+
+
+if __name__ == "__main__":
+    main()
