@@ -232,7 +232,7 @@ struct ConfigBuilder {
         case .port(_, let field):
             switch field {
             case .path: return .text(try ValueParser.backendPath(text, key: name))
-            case .queues: return .int(try ValueParser.integer(text, key: name, range: 1...128))
+            case .queues: return .int(try ValueParser.integer(text, key: name, range: 1...0x8000))
             // Virtio 1.2 §2.7 (split) requires a power of two; that check needs packed_vq, so
             // it is a cross-key check. §2.8 (packed) allows any size up to 32768.
             case .queue_size: return .int(try ValueParser.integer(text, key: name, range: 1...32768))

@@ -5,7 +5,7 @@ public enum ConfigKeys {
     public static let reference: [(key: String, defaultValue: String, meaning: String)] = [
         ("port.N.path", "(required)",
          "Backend: vhost-user socket, /dev/vhost-net (vhost-kernel) or a vhost-vdpa device"),
-        ("port.N.queues", "1", "Queue pairs, 1...128"),
+        ("port.N.queues", "1", "Queue pairs, 1...32768 (the virtio limit; the backend may offer fewer)"),
         ("port.N.queue_size", "256",
          "Descriptors per queue, 1...32768; a power of two unless packed_vq=1"),
         ("port.N.mac", "(device, else random)", "Port MAC aa:bb:cc:dd:ee:ff, unicast"),

@@ -52,8 +52,8 @@ final class ConfigErrorTests: XCTestCase {
     func testNumbersOutOfRange() {
         XCTAssertEqual(rejection([port0, "burst = 0"]), "ferry.conf:2: burst: 0 is out of range (1...512)")
         XCTAssertEqual(rejection([port0, "burst = 513"]), "ferry.conf:2: burst: 513 is out of range (1...512)")
-        XCTAssertEqual(rejection([port0, "port.0.queues = 129"]),
-                       "ferry.conf:2: port.0.queues: 129 is out of range (1...128)")
+        XCTAssertEqual(rejection([port0, "port.0.queues = 32769"]),
+                       "ferry.conf:2: port.0.queues: 32769 is out of range (1...32768)")
         XCTAssertEqual(rejection([port0, "stats_period = -1"]),
                        "ferry.conf:2: stats_period: -1 is out of range (0...1000000000)")
         XCTAssertEqual(rejection([port0, "duration = -0.5"]),
