@@ -25,8 +25,10 @@ testpmd dpdk-testpmd has no symbols for its static functions; the loop is the fu
 
 usage: cgprofile.py ferry   --busy PREFIX --idle PREFIX --packets N --binary UNSTRIPPED [--json OUT]
        cgprofile.py testpmd --busy PREFIX --idle PREFIX --packets N [--json OUT]
-       cgprofile.py all --runs RUNS.json --binary UNSTRIPPED [--worker-source Worker.swift] --json OUT
-         (RUNS.json: what `ferry-bench --only profile` lists; one result per DUT)
+       cgprofile.py all --runs RUNS.json --binary UNSTRIPPED [--worker-source Worker.swift]
+                        [--ring split|packed] [--append yes] --json OUT
+         (RUNS.json: what `ferry-bench --only profile` lists; one result per DUT, labelled with
+          the ring; --append adds them to the list already in OUT)
 """
 import glob
 import json
@@ -306,11 +308,20 @@ def main():
                 results.append({"dut": dut, "error": "; ".join(errors) or "missing run"})
                 continue
             o = dict(opts, busy=busy["prefix"], idle=idle["prefix"], packets=str(busy["packets"]))
-            o.pop("json", None)
+            for k in ("json", "ring", "append"):
+                o.pop(k, None)
             try:
                 results.append(analyse(dut, o))
             except (SystemExit, Exception) as e:
                 results.append({"dut": dut, "error": f"analysis failed: {e}"})
+        for r in results:
+            r["ring"] = opts.get("ring", "split")
+        if opts.get("append") == "yes":
+            try:
+                with open(opts["json"]) as f:
+                    results = json.load(f) + results
+            except (OSError, ValueError):
+                pass
         text = json.dumps(results, indent=2)
         with open(opts["json"], "w") as f:
             f.write(text + "\n")

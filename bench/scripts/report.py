@@ -29,6 +29,8 @@ def us(ns):
 
 
 def throughput_section(bench):
+    if not bench.get("throughput"):
+        return []
     s = bench["settings"]
     out = [f"### Throughput: Mpps, median of {s['pairs']} A/B pairs of {s['seconds']} s after {s['warmup']} s warm-up",
            "",
@@ -112,15 +114,16 @@ def profile_section(profile):
         return []
     out = ["### Instructions per forwarded packet (callgrind, empty polls taken out)",
            "",
-           "| DUT | Ir/packet | rx | refill | tx | reclaim | loop | Ir per empty poll | frames/burst | raw Ir/packet |",
+           "| DUT, ring | Ir/packet | rx | refill | tx | reclaim | loop | Ir per empty poll | frames/burst | raw Ir/packet |",
            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for p in profile:
+        name = f"{p['dut']}, {p.get('ring', 'split')}"
         if "error" in p:
-            out.append(f"| {p['dut']} | failed: {p['error']} | | | | | | | | |")
+            out.append(f"| {name} | failed: {p['error']} | | | | | | | | |")
             continue
         parts = p["parts_ir_per_packet"]
         g = lambda k: f2(parts.get(k), 1) if k in parts else "(in tx)" if k == "reclaim" else "(in rx)" if k == "refill" else ""
-        out.append(f"| {p['dut']} | **{f2(p['ir_per_packet'], 1)}** | {g('rx')} | {g('refill')} | {g('tx')} | {g('reclaim')} | "
+        out.append(f"| {name} | **{f2(p['ir_per_packet'], 1)}** | {g('rx')} | {g('refill')} | {g('tx')} | {g('reclaim')} | "
                    f"{g('loop')} | {f2(p.get('ir_per_empty_poll'), 1)} | {f2(p.get('packets_per_burst'), 1)} | "
                    f"{f2(p.get('ir_per_packet_raw'), 1)} |")
     return out
@@ -135,11 +138,14 @@ def headline(bench):
 
 def markdown(doc, command):
     bench = doc["bench"]
-    h = bench["host"]
     rev = f" (Ferry at {doc['revision']})" if doc.get("revision") else ""
-    lines = [f"Results of {bench['date']}{rev}: `{command}` on {h['cpus']} vCPUs, load average "
-             f"{h['load_average_start']:.1f} at the start and {h['load_average_end']:.1f} at the end "
-             f"(the machine is shared: other engineers' builds run alongside), {h['testpmd']}.", ""]
+    if "host" in bench:
+        h = bench["host"]
+        lines = [f"Results of {bench['date']}{rev}: `{command}` on {h['cpus']} vCPUs, load average "
+                 f"{h['load_average_start']:.1f} at the start and {h['load_average_end']:.1f} at the end "
+                 f"(the machine is shared: other engineers' builds run alongside), {h['testpmd']}.", ""]
+    else:
+        lines = [f"Results{rev}: `{command}`.", ""]
     for section in (throughput_section(bench), latency_section(bench), startup_section(bench),
                     alloc_section(doc.get("alloc")), profile_section(doc.get("profile"))):
         if section:
@@ -153,6 +159,8 @@ def plot(doc, path):
     import matplotlib.pyplot as plt
 
     bench = doc["bench"]
+    if "date" not in bench:
+        return
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 5.5))
     colors = {"ferry": "#1f77b4", "testpmd": "#d62728"}
 

@@ -27,10 +27,13 @@ public final class ProfileBench {
     let workDir: String
     let backendCPU: Int
     let dutCPU: Int
+    /// The ring layout profiled (frame size 64, one queue).
+    let packed: Bool
     let say: (String) -> Void
 
     public init(ferryStripped: String, valgrind: String, seconds: Int, workDir: String, backendCPU: Int, dutCPU: Int,
-                say: @escaping (String) -> Void) {
+                packed: Bool = false, say: @escaping (String) -> Void) {
+        self.packed = packed
         self.ferryStripped = ferryStripped
         self.valgrind = valgrind
         self.seconds = seconds
@@ -74,7 +77,7 @@ public final class ProfileBench {
         let forwardSeconds = busy ? seconds : max(2, seconds / 3)
         // testpmd's stdout is block-buffered in a file except for its periodic stats (flushed),
         // which are printed by the main lcore, not the profiled forwarding thread.
-        var launch = DUTLaunch(kind: kind, socket: socket, config: BenchConfig(packed: false, frameSize: 64, queues: 1),
+        var launch = DUTLaunch(kind: kind, socket: socket, config: BenchConfig(packed: packed, frameSize: 64, queues: 1),
                                txFirst: busy, statsPeriod: kind == .testpmd ? 1 : 0, cpu: dutCPU, mainCPU: backendCPU,
                                ferryBinary: ferryStripped, workDir: dir)
         launch.wrapper = [valgrind, "--tool=callgrind", "--separate-threads=yes", "--dump-instr=yes",

@@ -18,6 +18,7 @@ usage: ferry-bench --ferry PATH --out FILE [options]
   --ferry-stripped PATH the ferry copy without debug info that valgrind runs (profile)
   --profile-seconds N   seconds of forwarding under callgrind (10)
   --profile-out FILE    where the profile runs are listed (JSON)
+  --profile-packed      profile the packed ring instead of the split ring
   --work DIR            scratch directory (/tmp/ferry-bench-PID)
   --backend-cpu N       core of the backend and the generator (0)
   --dut-cpu N           core of the DUT's forwarding thread (1)
@@ -49,6 +50,7 @@ var dutCPU = 1
 var ferryStripped = ""
 var profileSeconds = 10
 var profileOut = ""
+var profilePacked = false
 
 while !args.isEmpty {
     let flag = args.removeFirst()
@@ -77,6 +79,7 @@ while !args.isEmpty {
     case "--ferry-stripped": ferryStripped = value()
     case "--profile-seconds": profileSeconds = max(2, number())
     case "--profile-out": profileOut = value()
+    case "--profile-packed": profilePacked = true
     case "-h", "--help": print(usage, terminator: ""); exit(0)
     default: fail("unknown option \(flag)\n" + usage)
     }
@@ -92,12 +95,14 @@ BenchFiles.makeDirectory(work)
 signal(SIGPIPE, SIG_IGN)
 
 let testpmdVersion: String = {
+    // Debian's package version (dpdk-testpmd has no --version).
     let log = work + "/testpmd-version.log"
-    guard let p = try? SpawnedProcess(executable: TestpmdBackend.locate()!, arguments: ["--version"], logPath: log) else { return "?" }
+    guard let dpkg = ProcessSpawn.which("dpkg-query"),
+          let p = try? SpawnedProcess(executable: dpkg, arguments: ["-W", "-f=${Version}", "dpdk"], logPath: log)
+    else { return "dpdk-testpmd" }
     _ = p.waitForExit(timeoutMs: 5000)
-    p.kill()
-    let text = BenchFiles.read(log) ?? ""
-    return text.split(separator: "\n").first { $0.contains("RTE Version") || $0.contains("DPDK") }.map(String.init) ?? "dpdk-testpmd"
+    let version = (BenchFiles.read(log) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+    return version.isEmpty || version.contains(" ") ? "dpdk-testpmd" : "dpdk-testpmd \(version) (Debian)"
 }()
 
 var report = BenchReport(
@@ -167,7 +172,7 @@ if only.contains("profile") {
     guard !ferryStripped.isEmpty, !profileOut.isEmpty else { fail("profile needs --ferry-stripped and --profile-out") }
     let valgrind = ProcessSpawn.which("valgrind") ?? "/usr/bin/valgrind"
     let runs = ProfileBench(ferryStripped: ferryStripped, valgrind: valgrind, seconds: profileSeconds, workDir: work,
-                            backendCPU: backendCPU, dutCPU: dutCPU, say: say).run()
+                            backendCPU: backendCPU, dutCPU: dutCPU, packed: profilePacked, say: say).run()
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
     encoder.keyEncodingStrategy = .convertToSnakeCase
