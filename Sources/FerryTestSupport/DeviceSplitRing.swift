@@ -148,6 +148,20 @@ public struct DeviceSplitRing {
         ferry_store_release_u16(used + SplitRingLayout.usedIdxOffset, usedIndex.littleEndian)
     }
 
+    /// IN_ORDER batching (§2.7.9): ONE used entry, at the slot of the batch's first chain,
+    /// with the id of its last chain (`lastID`) and `length`; then used->idx advances by
+    /// `count`, the batch size. The skipped slots are filled with a poison id (0xDEADBEEF) so a
+    /// driver that reads them instead of skipping them is caught.
+    public mutating func pushUsedBatch(lastID: UInt16, count: Int, length: UInt32) {
+        precondition(count >= 1)
+        writeUsedEntry(slot: usedIndex, id: UInt32(lastID), length: length)
+        for k in 1..<max(count, 1) {
+            writeUsedEntry(slot: usedIndex &+ UInt16(truncatingIfNeeded: k), id: 0xDEAD_BEEF, length: 0xFFFF_FFFF)
+        }
+        usedIndex &+= UInt16(truncatingIfNeeded: count)
+        ferry_store_release_u16(used + SplitRingLayout.usedIdxOffset, usedIndex.littleEndian)
+    }
+
     /// Writes a used entry at `slot` (masked) without publishing it.
     public func writeUsedEntry(slot: UInt16, id: UInt32, length: UInt32) {
         let entry = used + SplitRingLayout.usedRingOffset

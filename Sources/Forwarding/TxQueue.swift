@@ -11,9 +11,8 @@ struct TxQueue {
     let ring: VirtqueueRing
     let kickFD: EventFD
     let headerSize: Int
-    /// Scratch for reclaim: the ring writes completed cookies and lengths here.
+    /// Scratch for reclaim: the ring writes completed cookies here.
     let scratchCookies: UnsafeMutablePointer<UInt32>
-    let scratchLengths: UnsafeMutablePointer<UInt32>
     let scratchCapacity: Int
     /// Scratch for one chained frame's descriptors.
     let chainScratch: UnsafeMutablePointer<RingSegment>
@@ -27,13 +26,11 @@ struct TxQueue {
         self.headerSize = headerSize
         scratchCapacity = Int(ring.queueSize)
         scratchCookies = .allocate(capacity: scratchCapacity)
-        scratchLengths = .allocate(capacity: scratchCapacity)
         chainScratch = .allocate(capacity: Self.maxSegments)
     }
 
     func deallocate() {
         scratchCookies.deallocate()
-        scratchLengths.deallocate()
         chainScratch.deallocate()
     }
 
@@ -100,7 +97,7 @@ struct TxQueue {
     /// Returns every buffer the device has consumed to the cache.
     @inline(__always)
     private mutating func reclaim<R: DriverRing>(_ ring: UnsafeMutablePointer<R>, cache: inout PoolCache) {
-        let n = ring.pointee.dequeueUsed(cookies: scratchCookies, lengths: scratchLengths, max: scratchCapacity)
+        let n = ring.pointee.reclaimUsed(cookies: scratchCookies, max: scratchCapacity)
         var i = 0
         while i < n {
             cache.freeChain(scratchCookies[i])

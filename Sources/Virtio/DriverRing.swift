@@ -56,6 +56,9 @@ public protocol DriverRing {
     mutating func kickNeeded() -> Bool
     mutating func dequeueUsed(cookies: UnsafeMutablePointer<UInt32>, lengths: UnsafeMutablePointer<UInt32>,
                               max: Int) -> Int
+    /// As `dequeueUsed` for chains whose used lengths mean nothing (TX): with IN_ORDER a split
+    /// ring reads only used->idx, a packed ring one used descriptor per batch.
+    mutating func reclaimUsed(cookies: UnsafeMutablePointer<UInt32>, max: Int) -> Int
     mutating func disableInterrupts()
     mutating func enableInterrupts() -> Bool
     func pendingUsed() -> Int

@@ -27,9 +27,10 @@ import CFerry
 ///   split ring does.
 /// - With IN_ORDER (§2.8, "In-order use of descriptors") the device may write one used
 ///   descriptor for a batch: its id (the id of the batch's last buffer) completes every
-///   in-flight chain in ring order up to and including it, and the earlier ones report length
-///   0. The used position moves to the end of that id's chain, wherever the descriptor was
-///   found. If the caller's room runs out mid-batch, the rest of the batch is reported by the
+///   in-flight chain in ring order up to and including it. The earlier ones were used
+///   completely (the spec's words), so they report their posted writable length. The used
+///   position moves to the end of that id's chain, wherever the descriptor was found: the
+///   driver reads one descriptor per batch, which is the IN_ORDER fast path of this ring. If the caller's room runs out mid-batch, the rest of the batch is reported by the
 ///   next call; the descriptor itself is consumed at once, because its slot is free for the
 ///   driver to reuse as soon as the first chain of the batch is.
 extension PackedRing {
@@ -43,6 +44,24 @@ extension PackedRing {
     public mutating func dequeueUsed(cookies: UnsafeMutablePointer<UInt32>, lengths: UnsafeMutablePointer<UInt32>,
                                      max: Int) -> Int {
         if inOrder { return dequeueUsedInOrder(cookies: cookies, lengths: lengths, max: max) }
+        return dequeueUsedAnyOrder(cookies: cookies, lengths: lengths, max: max)
+    }
+
+    /// Takes back completed chains whose used lengths do not matter (TX): as `dequeueUsed`
+    /// without reading or reporting lengths.
+    // SAFETY: `cookies` must have room for `max` elements (caller's contract).
+    @inlinable
+    public mutating func reclaimUsed(cookies: UnsafeMutablePointer<UInt32>, max: Int) -> Int {
+        if inOrder { return dequeueUsedInOrder(cookies: cookies, lengths: nil, max: max) }
+        return dequeueUsedAnyOrder(cookies: cookies, lengths: nil, max: max)
+    }
+
+    /// Without IN_ORDER: one used descriptor per chain, each id checked. `lengths` nil: not
+    /// wanted.
+    // SAFETY: as dequeueUsed.
+    @inlinable
+    mutating func dequeueUsedAnyOrder(cookies: UnsafeMutablePointer<UInt32>, lengths: UnsafeMutablePointer<UInt32>?,
+                                      max: Int) -> Int {
         var budget = publishedInFlight
         var produced = 0
         while budget > 0 && produced < max {
@@ -50,7 +69,6 @@ extension PackedRing {
             let flags = UInt16(littleEndian: ferry_load_acquire_u16(d + PackedRingLayout.descFlagsOffset))
             guard PackedRingFlags.isUsed(flags: flags, wrap: usedWrap) else { break }
             let id = UInt16(littleEndian: d.load(fromByteOffset: PackedRingLayout.descIdOffset, as: UInt16.self))
-            let length = UInt32(littleEndian: d.load(fromByteOffset: PackedRingLayout.descLenOffset, as: UInt32.self))
             budget &-= 1
             guard isCompletable(id) else {
                 _invalidUsedIds &+= 1
@@ -60,7 +78,10 @@ extension PackedRing {
             let s = state + Int(id)
             let chainLength = s.pointee.chainLength
             cookies[produced] = s.pointee.cookie
-            lengths[produced] = validatedLength(s.pointee.writableLength, usedLength: length)
+            if let lengths {
+                let length = UInt32(littleEndian: d.load(fromByteOffset: PackedRingLayout.descLenOffset, as: UInt32.self))
+                lengths[produced] = validatedLength(s.pointee.writableLength, usedLength: length)
+            }
             produced &+= 1
             advanceUsed(by: chainLength)
             s.pointee.chainLength = 0
@@ -73,10 +94,11 @@ extension PackedRing {
     }
 
     /// The IN_ORDER variant: first finishes a batch left over by the previous call, then reads
-    /// used descriptors, each completing the chains from the oldest up to its id.
+    /// used descriptors, each completing the chains from the oldest up to its id. `lengths`
+    /// nil: not wanted (the descriptor's length is then not read).
     // SAFETY: as dequeueUsed; ids equal head positions (< queueSize once checked).
     @inlinable
-    mutating func dequeueUsedInOrder(cookies: UnsafeMutablePointer<UInt32>, lengths: UnsafeMutablePointer<UInt32>,
+    mutating func dequeueUsedInOrder(cookies: UnsafeMutablePointer<UInt32>, lengths: UnsafeMutablePointer<UInt32>?,
                                      max: Int) -> Int {
         var produced = 0
         if batchPending {
@@ -89,7 +111,6 @@ extension PackedRing {
             let flags = UInt16(littleEndian: ferry_load_acquire_u16(d + PackedRingLayout.descFlagsOffset))
             guard PackedRingFlags.isUsed(flags: flags, wrap: usedWrap) else { break }
             let id = UInt16(littleEndian: d.load(fromByteOffset: PackedRingLayout.descIdOffset, as: UInt16.self))
-            let length = UInt32(littleEndian: d.load(fromByteOffset: PackedRingLayout.descLenOffset, as: UInt32.self))
             budget &-= 1
             guard isCompletable(id) else {
                 _invalidUsedIds &+= 1
@@ -104,7 +125,7 @@ extension PackedRing {
             usedWrap = next.flipped ? !headWrap : headWrap
             batchPending = true
             batchId = id
-            batchLength = length
+            batchLength = UInt32(littleEndian: d.load(fromByteOffset: PackedRingLayout.descLenOffset, as: UInt32.self))
             drainBatch(cookies: cookies, lengths: lengths, max: max, produced: &produced)
             if batchPending { break }
         }
@@ -116,7 +137,7 @@ extension PackedRing {
     /// contiguous run from the oldest; the `_inFlight` guard only makes that explicit.
     // SAFETY: `oldestPosition` is an in-flight head (< queueSize) while `_inFlight > 0`.
     @inlinable
-    mutating func drainBatch(cookies: UnsafeMutablePointer<UInt32>, lengths: UnsafeMutablePointer<UInt32>,
+    mutating func drainBatch(cookies: UnsafeMutablePointer<UInt32>, lengths: UnsafeMutablePointer<UInt32>?,
                              max: Int, produced: inout Int) {
         while produced < max && _inFlight > 0 {
             let head = oldestPosition
@@ -124,7 +145,10 @@ extension PackedRing {
             let chainLength = s.pointee.chainLength
             let last = head == batchId
             cookies[produced] = s.pointee.cookie
-            lengths[produced] = last ? validatedLength(s.pointee.writableLength, usedLength: batchLength) : 0
+            if let lengths {
+                lengths[produced] = last ? validatedLength(s.pointee.writableLength, usedLength: batchLength)
+                                         : s.pointee.writableLength
+            }
             produced &+= 1
             s.pointee.chainLength = 0
             _numFree &+= Int(chainLength)

@@ -35,8 +35,6 @@ public struct SplitRing {
     @usableFromInline let availHeads: UnsafeMutablePointer<UInt16>
 
     @usableFromInline var freeHead: UInt16
-    /// The last free descriptor; kept only with IN_ORDER, where freed chains go to the tail.
-    @usableFromInline var freeTail: UInt16
     @usableFromInline var _numFree: Int
     @usableFromInline var _inFlight: Int
     @usableFromInline var _availIndex: UInt16
@@ -48,6 +46,11 @@ public struct SplitRing {
     /// With IN_ORDER: the avail slot of the oldest in-flight chain. In-flight chains are then
     /// exactly the slots `oldestSlot ..< availIndex`.
     @usableFromInline var oldestSlot: UInt16
+    /// With IN_ORDER: chains left in the batch whose used entry was read last (0: the next
+    /// chain starts a batch, so its used entry is read), and that entry's length, which
+    /// belongs to the batch's last chain.
+    @usableFromInline var batchLeft: Int
+    @usableFromInline var batchLength: UInt32
     @usableFromInline var _invalidUsedIds: UInt64
     @usableFromInline var _invalidUsedLengths: UInt64
 
@@ -84,7 +87,6 @@ public struct SplitRing {
         availHeads = .allocate(capacity: n)
         availHeads.initialize(repeating: 0, count: n)
         freeHead = 0
-        freeTail = queueSize &- 1
         _numFree = n
         _inFlight = 0
         _availIndex = 0
@@ -92,6 +94,8 @@ public struct SplitRing {
         kickedIndex = 0
         _lastUsedIndex = 0
         oldestSlot = 0
+        batchLeft = 0
+        batchLength = 0
         _invalidUsedIds = 0
         _invalidUsedLengths = 0
     }

@@ -7,22 +7,26 @@ protocol DeviceDouble {
     mutating func take() throws -> DeviceChain?
     /// Returns one chain by id (any outstanding chain without IN_ORDER).
     mutating func complete(id: UInt16, length: UInt32)
-    /// IN_ORDER batching: one used entry naming the last of the oldest outstanding chains,
-    /// completing all of them (split: one used ring entry; packed: one used descriptor that
-    /// skips the whole batch).
-    mutating func completeBatch(lastID: UInt16, length: UInt32)
+    /// IN_ORDER batching: one used entry naming the last of the `count` oldest outstanding
+    /// chains, completing all of them (split: one used ring entry, used->idx advanced by
+    /// `count`; packed: one used descriptor that skips the whole batch).
+    mutating func completeBatch(lastID: UInt16, count: Int, length: UInt32)
 }
 
 extension DeviceSplitRing: DeviceDouble {
     mutating func take() throws -> DeviceChain? { try popAvail() }
     mutating func complete(id: UInt16, length: UInt32) { pushUsed(id: id, length: length) }
-    mutating func completeBatch(lastID: UInt16, length: UInt32) { pushUsed(id: lastID, length: length) }
+    mutating func completeBatch(lastID: UInt16, count: Int, length: UInt32) {
+        pushUsedBatch(lastID: lastID, count: count, length: length)
+    }
 }
 
 extension DevicePackedRing: DeviceDouble {
     mutating func take() throws -> DeviceChain? { try popAvail() }
     mutating func complete(id: UInt16, length: UInt32) { pushUsed(id: id, length: length) }
-    mutating func completeBatch(lastID: UInt16, length: UInt32) { pushUsedBatch(lastID: lastID, length: length) }
+    mutating func completeBatch(lastID: UInt16, count: Int, length: UInt32) {
+        pushUsedBatch(lastID: lastID, length: length)
+    }
 }
 
 /// A driver ring of kind `R` and its device double over the same heap memory, with identity
@@ -33,6 +37,9 @@ final class RingUnderTest<R: DriverRing, D: DeviceDouble> {
     let queueSize: UInt16
     let eventIdx: Bool
     let inOrder: Bool
+    /// Reclaim as TX does (`reclaimUsed`: cookies only, the IN_ORDER fast path) instead of
+    /// `dequeueUsed`.
+    var reclaimOnly = false
     let memory: UnsafeMutableRawPointer
     var ring: R
     var device: D
@@ -72,8 +79,13 @@ final class RingUnderTest<R: DriverRing, D: DeviceDouble> {
         segments.withUnsafeBufferPointer { ring.addChain($0, cookie: cookie) }
     }
 
-    func dequeue(max: Int) -> [(cookie: UInt32, length: UInt32)] {
+    /// `dequeueUsed`, or with `reclaimOnly` `reclaimUsed` (lengths reported as nil).
+    func dequeue(max: Int) -> [(cookie: UInt32, length: UInt32?)] {
         var cookies = [UInt32](repeating: 0, count: max)
+        if reclaimOnly {
+            let n = cookies.withUnsafeMutableBufferPointer { ring.reclaimUsed(cookies: $0.baseAddress!, max: max) }
+            return (0..<n).map { (cookies[$0], nil) }
+        }
         var lengths = [UInt32](repeating: 0, count: max)
         let n = cookies.withUnsafeMutableBufferPointer { c in
             lengths.withUnsafeMutableBufferPointer { l in

@@ -21,8 +21,9 @@ final class PackedRingInOrderTests: XCTestCase {
         let chains = try h.popAll()
         XCTAssertEqual(h.device.pushUsedBatch(lastID: chains[3].head, length: 60), 4)
         XCTAssertEqual(h.ring.pendingUsed(), 4)
-        XCTAssertEqual(h.dequeue(), [Completion(cookie: 10, length: 0), Completion(cookie: 11, length: 0),
-                                     Completion(cookie: 12, length: 0), Completion(cookie: 13, length: 60)])
+        // The chains before the batch's last were used completely: their posted length.
+        XCTAssertEqual(h.dequeue(), [Completion(cookie: 10, length: 100), Completion(cookie: 11, length: 100),
+                                     Completion(cookie: 12, length: 100), Completion(cookie: 13, length: 60)])
         XCTAssertEqual(h.ring.inFlight, 0)
         XCTAssertEqual(h.ring.numFree, 8)
         XCTAssertEqual(h.ring.lastUsedIndex, 0x8004, "the used position skips the batch")
@@ -37,7 +38,8 @@ final class PackedRingInOrderTests: XCTestCase {
         h.ring.publish()
         let c = try h.popAll()
         h.device.pushUsedBatch(lastID: c[1].head, length: 5)
-        XCTAssertEqual(h.dequeue(), [Completion(cookie: 0, length: 0), Completion(cookie: 1, length: 5)])
+        XCTAssertEqual(h.dequeue(), [Completion(cookie: 0, length: 32), Completion(cookie: 1, length: 5)],
+                       "the skipped chain reports its posted writable length")
         XCTAssertEqual(h.ring.lastUsedIndex, 0x8005)
         h.device.pushUsed(id: c[2].head, length: 7)
         XCTAssertEqual(h.dequeue(), [Completion(cookie: 2, length: 7)])
@@ -56,7 +58,7 @@ final class PackedRingInOrderTests: XCTestCase {
         // Slot 0 (which held the batch's used descriptor) is free: the driver reuses it.
         XCTAssertEqual(h.add(count: 1, firstCookie: 4, length: 100, writable: true), 1)
         h.ring.publish()
-        XCTAssertEqual(h.dequeue(max: 2), [Completion(cookie: 1, length: 0), Completion(cookie: 2, length: 0)])
+        XCTAssertEqual(h.dequeue(max: 2), [Completion(cookie: 1, length: 100), Completion(cookie: 2, length: 100)])
         XCTAssertEqual(h.dequeue(max: 2), [Completion(cookie: 3, length: 7)])
         XCTAssertEqual(h.ring.inFlight, 1)
         let next = try h.popAll()
@@ -75,7 +77,7 @@ final class PackedRingInOrderTests: XCTestCase {
         h.device.pushUsedBatch(lastID: c[2].head, length: 3)
         h.device.pushUsed(id: c[3].head, length: 4)
         XCTAssertEqual(h.ring.pendingUsed(), 4)
-        XCTAssertEqual(h.dequeue(), [Completion(cookie: 0, length: 1), Completion(cookie: 1, length: 0),
+        XCTAssertEqual(h.dequeue(), [Completion(cookie: 0, length: 1), Completion(cookie: 1, length: 100),
                                      Completion(cookie: 2, length: 3), Completion(cookie: 3, length: 4)])
         XCTAssertEqual(h.ring.inFlight, 2)
         XCTAssertEqual(h.inFlightCookies, [4, 5], "ring order")

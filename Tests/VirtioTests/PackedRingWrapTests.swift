@@ -90,8 +90,9 @@ final class PackedRingWrapTests: XCTestCase {
         if !shuffle {
             XCTAssertEqual(received.map(\.cookie), Array(0..<nextCookie), "add order", file: file, line: line)
         }
-        // Batched chains other than the batch's last report 0; all others their length.
-        XCTAssertTrue(received.allSatisfy { $0.length == 16 || (inOrder && $0.length == 0) }, file: file, line: line)
+        // Every chain reports 16: batched chains other than the batch's last were used
+        // completely (§2.8, "In-order use of descriptors"), and 16 is what was posted.
+        XCTAssertTrue(received.allSatisfy { $0.length == 16 }, file: file, line: line)
         XCTAssertGreaterThanOrEqual(availFlips, laps - 1, file: file, line: line)
         XCTAssertGreaterThanOrEqual(usedFlips, laps - 1, file: file, line: line)
         XCTAssertEqual(h.ring.invalidUsedIds, 0, file: file, line: line)
