@@ -167,6 +167,7 @@ struct ConfigBuilder {
         port.cq = flag(key(.cq)) ?? port.cq
         port.reconnectMs = int(key(.reconnect_ms)) ?? port.reconnectMs
         port.iface = text(key(.iface)) ?? port.iface
+        port.indirect = flag(key(.indirect)) ?? port.indirect
         return port
     }
 
@@ -237,7 +238,7 @@ struct ConfigBuilder {
             // it is a cross-key check. §2.8 (packed) allows any size up to 32768.
             case .queue_size: return .int(try ValueParser.integer(text, key: name, range: 1...32768))
             case .mac: return .mac(try ValueParser.portMAC(text, key: name))
-            case .server, .mrg_rxbuf, .in_order, .packed_vq, .cq: return .flag(try ValueParser.flag(text, key: name))
+            case .server, .mrg_rxbuf, .in_order, .packed_vq, .cq, .indirect: return .flag(try ValueParser.flag(text, key: name))
             case .reconnect_ms: return .int(try ValueParser.integer(text, key: name, range: 0...ValueParser.sanityLimit))
             case .iface: return .text(try ValueParser.interfaceName(text, key: name))
             }

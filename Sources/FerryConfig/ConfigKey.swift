@@ -5,7 +5,7 @@ enum GlobalKey: String, CaseIterable, Sendable {
 
 /// The `port.N.<field>` fields: DPDK virtio-user devarg names.
 enum PortKey: String, CaseIterable, Sendable {
-    case path, queues, queue_size, mac, server, mrg_rxbuf, in_order, packed_vq, cq, reconnect_ms, iface
+    case path, queues, queue_size, mac, server, mrg_rxbuf, in_order, packed_vq, cq, reconnect_ms, iface, indirect
 }
 
 /// A recognised key, with port indexes parsed so `port.01.path` and `port.1.path` are one key.

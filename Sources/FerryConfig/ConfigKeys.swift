@@ -16,6 +16,7 @@ public enum ConfigKeys {
         ("port.N.cq", "0", "Offer a control queue"),
         ("port.N.reconnect_ms", "0", "Reconnect interval in ms; 0 = off"),
         ("port.N.iface", "tap%d", "Tap interface name (vhost-kernel only)"),
+        ("port.N.indirect", "1", "Accept indirect descriptors: a chained TX frame takes one ring slot"),
         ("fwd", "io", "Forwarding mode: io, mac, macswap, rxonly, txonly"),
         ("burst", "32", "Packets per burst, 1...512"),
         ("txpkts", "64",

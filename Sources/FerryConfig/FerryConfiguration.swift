@@ -57,6 +57,8 @@ public struct PortConfig: Sendable, Equatable {
     public var reconnectMs: Int
     /// Tap name template (vhost-kernel only).
     public var iface: String
+    /// Accept VIRTIO_RING_F_INDIRECT_DESC (chained TX frames through indirect tables).
+    public var indirect: Bool
     /// Where this port's first key was set: the file name, or `<command line>`.
     public var file: String
     /// The 1-based line (or argument position) of this port's first key, for later messages.
@@ -65,7 +67,8 @@ public struct PortConfig: Sendable, Equatable {
     public init(index: Int, path: String, queues: Int = 1, queueSize: Int = 256,
                 mac: MACAddress? = nil, server: Bool = false, mrgRxbuf: Bool = true,
                 inOrder: Bool = true, packedVq: Bool = false, cq: Bool = false,
-                reconnectMs: Int = 0, iface: String = "tap%d", file: String = "", line: Int = 0) {
+                reconnectMs: Int = 0, iface: String = "tap%d", indirect: Bool = true,
+                file: String = "", line: Int = 0) {
         self.index = index
         self.path = path
         self.queues = queues
@@ -78,6 +81,7 @@ public struct PortConfig: Sendable, Equatable {
         self.cq = cq
         self.reconnectMs = reconnectMs
         self.iface = iface
+        self.indirect = indirect
         self.file = file
         self.line = line
     }

@@ -10,8 +10,13 @@ public enum DevicePackedRingError: Error, Equatable {
     case chainNotAvailable(position: UInt16)
     /// A buffer address the translate function rejected.
     case badAddress(UInt64, length: Int)
-    /// An INDIRECT descriptor; this double does not follow them.
-    case indirectUnsupported(position: UInt16)
+    /// An INDIRECT descriptor that also has NEXT (§2.8.7: the driver must not set both).
+    case indirectWithNext(position: UInt16)
+    /// An indirect table whose length is 0 (§2.8.7: a table must not be empty), not a multiple
+    /// of 16, or longer than the queue.
+    case badIndirectLength(position: UInt16, length: Int)
+    /// An INDIRECT descriptor inside an indirect table (§2.8.7: one table per descriptor).
+    case nestedIndirect(position: UInt16)
 }
 
 /// A chain the device took and has not yet returned: its buffer id and the slots it spans
@@ -112,43 +117,87 @@ public struct DevicePackedRing {
     /// Takes the next available chain, or nil when the slot at the avail position is not
     /// available. Every descriptor of the chain must be available for the wrap counter at its
     /// own slot (a chain may cross the end of the ring). The buffer id is read from the last
-    /// descriptor, where the spec puts it (a driver may repeat it in every one). Throws on a
-    /// malformed chain; the avail position is then left unchanged, as the ring is broken.
+    /// descriptor, where the spec puts it (a driver may repeat it in every one). An INDIRECT
+    /// descriptor ends the chain: its table of packed descriptors, translated like any buffer,
+    /// supplies the segments in order (only WRITE is read from an entry; NEXT and the id are
+    /// reserved there), and the descriptor itself takes one slot. Throws on a malformed chain
+    /// (loop, slot not available, bad address, INDIRECT with NEXT, a table of bad length,
+    /// nested INDIRECT); the avail position is then left unchanged, as the ring is broken.
     public mutating func popAvail() throws -> DeviceChain? {
         guard hasAvailable else { return nil }
         var position = lastAvailIndex
         var wrap = availWrapCounter
         var segments: [DeviceSegment] = []
         var id: UInt16 = 0
+        var slots = 0
+        var viaIndirect = false
         while true {
-            guard segments.count < Int(queueSize) else { throw DevicePackedRingError.loop(position: lastAvailIndex) }
+            guard slots < Int(queueSize) else { throw DevicePackedRingError.loop(position: lastAvailIndex) }
             let f = flags(at: position)
             guard PackedRingFlags.isAvailable(flags: f, wrap: wrap) else {
                 throw DevicePackedRingError.chainNotAvailable(position: position)
-            }
-            guard f & PackedRingFlags.descIndirect == 0 else {
-                throw DevicePackedRingError.indirectUnsupported(position: position)
             }
             let d = descriptor(position)
             let address = UInt64(littleEndian: d.load(fromByteOffset: PackedRingLayout.descAddrOffset, as: UInt64.self))
             let length = Int(UInt32(littleEndian: d.load(fromByteOffset: PackedRingLayout.descLenOffset, as: UInt32.self)))
             id = UInt16(littleEndian: d.load(fromByteOffset: PackedRingLayout.descIdOffset, as: UInt16.self))
-            guard let pointer = translate(address, length) else {
-                throw DevicePackedRingError.badAddress(address, length: length)
+            if f & PackedRingFlags.descIndirect != 0 {
+                guard f & PackedRingFlags.descNext == 0 else {
+                    throw DevicePackedRingError.indirectWithNext(position: position)
+                }
+                try readIndirectTable(position: position, address: address, length: length,
+                                      chainSoFar: segments.count, into: &segments)
+                viaIndirect = true
+            } else {
+                guard let pointer = translate(address, length) else {
+                    throw DevicePackedRingError.badAddress(address, length: length)
+                }
+                segments.append(DeviceSegment(pointer: pointer, length: length,
+                                              deviceWritable: f & PackedRingFlags.descWrite != 0))
             }
-            segments.append(DeviceSegment(pointer: pointer, length: length,
-                                          deviceWritable: f & PackedRingFlags.descWrite != 0))
+            slots += 1
             position += 1
             if position == queueSize {
                 position = 0
                 wrap.toggle()
             }
+            // An indirect descriptor has no NEXT (checked above): it ends the chain.
             if f & PackedRingFlags.descNext == 0 { break }
         }
         lastAvailIndex = position
         availWrapCounter = wrap
-        outstanding.append(DevicePackedOutstanding(id: id, descriptors: segments.count))
-        return DeviceChain(head: id, segments: segments)
+        outstanding.append(DevicePackedOutstanding(id: id, descriptors: slots))
+        return DeviceChain(head: id, segments: segments, ringDescriptors: slots, viaIndirect: viaIndirect)
+    }
+
+    /// Appends the segments of the packed-format indirect table at `address` (`length` bytes).
+    /// Checks: the length is a non-zero multiple of 16 and the list, table entries included, is
+    /// not longer than the queue; the table translates; no entry is INDIRECT.
+    func readIndirectTable(position: UInt16, address: UInt64, length: Int, chainSoFar: Int,
+                           into segments: inout [DeviceSegment]) throws {
+        let entrySize = PackedRingLayout.descriptorSize
+        let count = length / entrySize
+        guard length > 0, length % entrySize == 0, chainSoFar + count <= Int(queueSize) else {
+            throw DevicePackedRingError.badIndirectLength(position: position, length: length)
+        }
+        guard let table = translate(address, length) else {
+            throw DevicePackedRingError.badAddress(address, length: length)
+        }
+        for k in 0..<count {
+            let e = table + k * entrySize
+            // Unaligned loads: the table address is the driver's, and may be anything.
+            let entryAddress = UInt64(littleEndian: e.loadUnaligned(fromByteOffset: PackedRingLayout.descAddrOffset, as: UInt64.self))
+            let entryLength = Int(UInt32(littleEndian: e.loadUnaligned(fromByteOffset: PackedRingLayout.descLenOffset, as: UInt32.self)))
+            let flags = UInt16(littleEndian: e.loadUnaligned(fromByteOffset: PackedRingLayout.descFlagsOffset, as: UInt16.self))
+            guard flags & PackedRingFlags.descIndirect == 0 else {
+                throw DevicePackedRingError.nestedIndirect(position: position)
+            }
+            guard let pointer = translate(entryAddress, entryLength) else {
+                throw DevicePackedRingError.badAddress(entryAddress, length: entryLength)
+            }
+            segments.append(DeviceSegment(pointer: pointer, length: entryLength,
+                                          deviceWritable: flags & PackedRingFlags.descWrite != 0))
+        }
     }
 
     /// Puts the most recently taken chain back (the device found no use for it yet): the avail

@@ -19,10 +19,17 @@ public struct DeviceChain {
     /// The head descriptor index: the id to hand back in `pushUsed`.
     public var head: UInt16
     public var segments: [DeviceSegment]
+    /// Ring descriptors (split) or slots (packed) the chain occupied: an indirect table's
+    /// entries do not count.
+    public var ringDescriptors: Int
+    /// Some of the segments came from an INDIRECT table.
+    public var viaIndirect: Bool
 
-    public init(head: UInt16, segments: [DeviceSegment]) {
+    public init(head: UInt16, segments: [DeviceSegment], ringDescriptors: Int? = nil, viaIndirect: Bool = false) {
         self.head = head
         self.segments = segments
+        self.ringDescriptors = ringDescriptors ?? segments.count
+        self.viaIndirect = viaIndirect
     }
 
     /// Total bytes the device may write.
@@ -61,8 +68,13 @@ public enum DeviceRingError: Error, Equatable {
     case loop(head: UInt16)
     /// A buffer address the translate function rejected.
     case badAddress(UInt64, length: Int)
-    /// An INDIRECT descriptor; this double does not follow them.
-    case indirectUnsupported(head: UInt16)
+    /// An INDIRECT descriptor that also has NEXT (§2.7.5.3.1: the driver must not set both).
+    case indirectWithNext(head: UInt16)
+    /// An indirect table whose length is 0 or not a multiple of 16, or whose chain (table
+    /// entries included) is longer than the queue.
+    case badIndirectLength(head: UInt16, length: Int)
+    /// An INDIRECT descriptor inside an indirect table (§2.7.5.3.1: one table per descriptor).
+    case nestedIndirect(head: UInt16)
 }
 
 /// The DEVICE side of a split ring (virtio 1.2 §2.7), for tests and the in-process vhost-user
@@ -102,9 +114,12 @@ public struct DeviceSplitRing {
         UInt16(littleEndian: ferry_load_acquire_u16(avail + SplitRingLayout.availIdxOffset))
     }
 
-    /// Pops the next available chain, or nil when the avail ring is empty. Throws on a
-    /// malformed chain (bad index, loop, bad address, indirect); `lastAvailIndex` is then left
-    /// unchanged, as the ring is broken.
+    /// Pops the next available chain, or nil when the avail ring is empty. Follows an INDIRECT
+    /// descriptor at the end of the chain (zero or more direct descriptors, then one indirect,
+    /// as §2.7.5.3.2 says a device must accept): its table, translated like any buffer, is
+    /// walked by `next` within the table. Throws on a malformed chain (bad index, loop, bad
+    /// address, INDIRECT with NEXT, a table of bad length, nested INDIRECT);
+    /// `lastAvailIndex` is then left unchanged, as the ring is broken.
     public mutating func popAvail() throws -> DeviceChain? {
         guard lastAvailIndex != availIndex else { return nil }
         let n = Int(queueSize)
@@ -121,7 +136,14 @@ public struct DeviceSplitRing {
             let length = Int(UInt32(littleEndian: d.load(fromByteOffset: SplitRingLayout.descLenOffset, as: UInt32.self)))
             let flags = UInt16(littleEndian: d.load(fromByteOffset: SplitRingLayout.descFlagsOffset, as: UInt16.self))
             let next = UInt16(littleEndian: d.load(fromByteOffset: SplitRingLayout.descNextOffset, as: UInt16.self))
-            guard flags & VringFlags.descIndirect == 0 else { throw DeviceRingError.indirectUnsupported(head: head) }
+            if flags & VringFlags.descIndirect != 0 {
+                guard flags & VringFlags.descNext == 0 else { throw DeviceRingError.indirectWithNext(head: head) }
+                let direct = segments.count + 1
+                try readIndirectTable(head: head, address: address, length: length, chainSoFar: segments.count,
+                                      into: &segments)
+                lastAvailIndex &+= 1
+                return DeviceChain(head: head, segments: segments, ringDescriptors: direct, viaIndirect: true)
+            }
             guard let pointer = translate(address, length) else {
                 throw DeviceRingError.badAddress(address, length: length)
             }
@@ -133,6 +155,41 @@ public struct DeviceSplitRing {
         }
         lastAvailIndex &+= 1
         return DeviceChain(head: head, segments: segments)
+    }
+
+    /// Appends the segments of the indirect table at `address` (`length` bytes). Checks: the
+    /// length is a non-zero multiple of 16 and the chain, table entries included, is not longer
+    /// than the queue (§2.7.5.3.1); the table translates; no entry is INDIRECT; `next` stays
+    /// inside the table and the walk ends within its entry count (no loop).
+    func readIndirectTable(head: UInt16, address: UInt64, length: Int, chainSoFar: Int,
+                           into segments: inout [DeviceSegment]) throws {
+        let entrySize = SplitRingLayout.descriptorSize
+        let count = length / entrySize
+        guard length > 0, length % entrySize == 0, chainSoFar + count <= Int(queueSize) else {
+            throw DeviceRingError.badIndirectLength(head: head, length: length)
+        }
+        guard let table = translate(address, length) else { throw DeviceRingError.badAddress(address, length: length) }
+        var index = 0
+        var walked = 0
+        while true {
+            guard walked < count else { throw DeviceRingError.loop(head: head) }
+            let d = table + index * entrySize
+            // Unaligned loads: the table address is the driver's, and may be anything.
+            let entryAddress = UInt64(littleEndian: d.loadUnaligned(fromByteOffset: SplitRingLayout.descAddrOffset, as: UInt64.self))
+            let entryLength = Int(UInt32(littleEndian: d.loadUnaligned(fromByteOffset: SplitRingLayout.descLenOffset, as: UInt32.self)))
+            let flags = UInt16(littleEndian: d.loadUnaligned(fromByteOffset: SplitRingLayout.descFlagsOffset, as: UInt16.self))
+            let next = UInt16(littleEndian: d.loadUnaligned(fromByteOffset: SplitRingLayout.descNextOffset, as: UInt16.self))
+            guard flags & VringFlags.descIndirect == 0 else { throw DeviceRingError.nestedIndirect(head: head) }
+            guard let pointer = translate(entryAddress, entryLength) else {
+                throw DeviceRingError.badAddress(entryAddress, length: entryLength)
+            }
+            segments.append(DeviceSegment(pointer: pointer, length: entryLength,
+                                          deviceWritable: flags & VringFlags.descWrite != 0))
+            walked += 1
+            guard flags & VringFlags.descNext != 0 else { return }
+            guard Int(next) < count else { throw DeviceRingError.badIndex(next) }
+            index = Int(next)
+        }
     }
 
     /// Writes a used entry `{id, length}` and release-stores the new used->idx. The id is not

@@ -23,7 +23,7 @@ public final class VhostUserDeviceDouble: @unchecked Sendable {
     // MARK: Configuration
 
     public struct Configuration: Sendable {
-        /// GET_FEATURES answer. Default: VERSION_1 | PROTOCOL_FEATURES | MRG_RXBUF.
+        /// GET_FEATURES answer. Default: VERSION_1 | PROTOCOL_FEATURES | MRG_RXBUF | INDIRECT_DESC.
         public var features: UInt64
         /// GET_PROTOCOL_FEATURES answer. Default: MQ | REPLY_ACK | STATUS.
         public var protocolFeatures: VhostUserProtocolFeatures
@@ -86,8 +86,11 @@ public final class VhostUserDeviceDouble: @unchecked Sendable {
     public static let featureInOrder: UInt64 = 1 << 35
     /// VIRTIO_F_RING_PACKED (bit 34): with it acked, the loopback runs on packed rings.
     public static let featureRingPacked: UInt64 = 1 << 34
+    /// VIRTIO_RING_F_INDIRECT_DESC (bit 28): offered by default, as DPDK's vhost does; the
+    /// rings follow INDIRECT descriptors (DeviceSplitRing / DevicePackedRing `popAvail`).
+    public static let featureIndirectDesc: UInt64 = 1 << 28
     public static let defaultFeatures: UInt64 =
-        featureVersion1 | VhostUserConstants.protocolFeaturesMask | featureMrgRxbuf
+        featureVersion1 | VhostUserConstants.protocolFeaturesMask | featureMrgRxbuf | featureIndirectDesc
 
     /// A vring as the device sees it, copied out for assertions.
     public struct VringSnapshot: Equatable, Sendable {
@@ -128,6 +131,10 @@ public final class VhostUserDeviceDouble: @unchecked Sendable {
     /// Frames spread over several RX buffers (MRG_RXBUF).
     private var _framesMerged: UInt64 = 0
     private var _framesDropped: UInt64 = 0
+    /// TX chains taken through an INDIRECT descriptor, and direct TX chains of more than one
+    /// descriptor.
+    private var _txIndirectChains: UInt64 = 0
+    private var _txDirectChains: UInt64 = 0
     private var regions: [MappedRegion] = []
     private var vrings: [UInt32: DeviceVring] = [:]
 
@@ -204,6 +211,10 @@ public final class VhostUserDeviceDouble: @unchecked Sendable {
     public var framesLooped: UInt64 { mutex.with { _framesLooped } }
     /// Frames taken from TX that found no RX buffer (or one too small).
     public var framesDropped: UInt64 { mutex.with { _framesDropped } }
+    /// TX chains the loopback took through an INDIRECT descriptor (one ring slot each).
+    public var txIndirectChains: UInt64 { mutex.with { _txIndirectChains } }
+    /// TX chains the loopback took as direct chains of two or more descriptors.
+    public var txDirectChains: UInt64 { mutex.with { _txDirectChains } }
     /// The memory table as received (fds are -1: they were mapped and closed).
     public var memoryRegions: [VhostMemoryRegion] {
         mutex.with {
@@ -563,6 +574,7 @@ public final class VhostUserDeviceDouble: @unchecked Sendable {
         do {
             while moved < 32, let txChain = try tx.ring!.popAvail() {
                 moved += 1
+                countTxChainLocked(txChain)
                 let frame = txChain.readableBytes()
                 tx.ring!.pushUsed(id: txChain.head, length: 0)
                 guard frame.count >= headerLength else {
@@ -603,6 +615,14 @@ public final class VhostUserDeviceDouble: @unchecked Sendable {
             tx.notifyIfWanted()
         }
         return moved > 0
+    }
+
+    private func countTxChainLocked(_ chain: DeviceChain) {
+        if chain.viaIndirect {
+            _txIndirectChains += 1
+        } else if chain.ringDescriptors > 1 {
+            _txDirectChains += 1
+        }
     }
 
     /// The virtio-net header the driver uses: 12 bytes with VERSION_1 or MRG_RXBUF, else 10
@@ -769,6 +789,7 @@ extension VhostUserDeviceDouble {
         do {
             while moved < 32, let txChain = try txRing.popAvail() {
                 moved += 1
+                countTxChainLocked(txChain)
                 let frame = txChain.readableBytes()
                 txRing.pushUsed(id: txChain.head, length: 0)
                 guard frame.count >= headerLength else {

@@ -309,6 +309,8 @@ public final class FerryRuntime: @unchecked Sendable {
             let ring = max(SplitRing.memorySize(queueSize: p.queueSize), PackedRing.memorySize(queueSize: p.queueSize))
             // Data rings, plus a control ring and a shadow control ring with their buffers.
             bytes += 2 * p.queues * (ring + SplitRingLayout.alignment) + 64 * 1024
+            // INDIRECT_DESC tables for the TX rings, when the port may accept the feature.
+            if p.indirect { bytes += VirtioUserDevice.indirectTableBytes(queueSize: p.queueSize, queuePairs: p.queues) }
         }
         bytes += bufferCount(queues: queues, workers: workers) * (PacketPool.defaultHeadroom + PacketPool.defaultDataRoom)
         return bytes

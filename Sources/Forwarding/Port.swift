@@ -32,7 +32,7 @@ final class Port {
         let options = VirtioUserOptions(path: config.path, queues: config.queues, queueSize: config.queueSize,
                                         mac: config.mac?.octets, server: config.server, mrgRxbuf: config.mrgRxbuf,
                                         inOrder: config.inOrder, packedVq: config.packedVq, cq: config.cq,
-                                        iface: config.iface)
+                                        iface: config.iface, indirect: config.indirect)
         device = try VirtioUserDevice(options: options, memory: memory)
         link = .allocate(capacity: 1)
         link.initialize(to: 0)
@@ -69,7 +69,7 @@ final class Port {
                                       headerSize: headerSize))
             txQueues.append(tx)
         }
-        FerryLog.info("port \(index) (\(config.path)): \(device.usesPackedRings ? "packed" : "split") ring, queue_size \(config.queueSize), queues \(queues), mrg_rxbuf \(mergeable ? "on" : "off"), in_order \(device.features.contains(.inOrder) ? "on" : "off"), indirect off, MAC \(VirtioUserDevice.format(mac: device.mac))")
+        FerryLog.info("port \(index) (\(config.path)): \(device.usesPackedRings ? "packed" : "split") ring, queue_size \(config.queueSize), queues \(queues), mrg_rxbuf \(mergeable ? "on" : "off"), in_order \(device.features.contains(.inOrder) ? "on" : "off"), indirect \(device.features.contains(.ringIndirectDesc) ? "on" : "off"), MAC \(VirtioUserDevice.format(mac: device.mac))")
     }
 
     /// Fills every RX ring, then DRIVER_OK, then enables the configured pairs.

@@ -52,6 +52,17 @@ public protocol DriverRing {
 
     mutating func addBuffer(address: UInt64, length: UInt32, deviceWritable: Bool, cookie: UInt32) -> Bool
     mutating func addChain(_ segments: UnsafeBufferPointer<RingSegment>, cookie: UInt32) -> Bool
+    /// INDIRECT_DESC: bytes of shared memory for the tables of a ring of `queueSize`, each
+    /// table holding `maxSegments` descriptors.
+    static func indirectTableSize(queueSize: Int, maxSegments: Int) -> Int
+    /// INDIRECT_DESC: gives the ring its tables (shared with the device, not owned).
+    mutating func attachIndirect(tables: UnsafeMutableRawPointer, maxSegments: Int)
+    /// The most segments `addIndirect` takes: 0 without tables.
+    var indirectCapacity: Int { get }
+    /// Posts a chain through ONE ring descriptor (split) or slot (packed) flagged INDIRECT;
+    /// `numFree` drops by one. False, nothing posted, as `addChain` refuses, or when the
+    /// chain is longer than `indirectCapacity`.
+    mutating func addIndirect(_ segments: UnsafeBufferPointer<RingSegment>, cookie: UInt32) -> Bool
     mutating func publish()
     mutating func kickNeeded() -> Bool
     mutating func dequeueUsed(cookies: UnsafeMutablePointer<UInt32>, lengths: UnsafeMutablePointer<UInt32>,

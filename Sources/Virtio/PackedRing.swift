@@ -79,6 +79,12 @@ public struct PackedRing {
     @usableFromInline var batchLength: UInt32
     @usableFromInline var _invalidUsedIds: UInt64
     @usableFromInline var _invalidUsedLengths: UInt64
+    /// INDIRECT_DESC tables (see `attachIndirect`): one per buffer id, `indirectStride` bytes
+    /// apart, shared with the device. Nil until attached.
+    @usableFromInline var indirectTables: UnsafeMutableRawPointer? = nil
+    @usableFromInline var indirectStride: Int = 0
+    /// Descriptors one indirect table holds; 0 without tables.
+    @usableFromInline var _indirectCapacity: Int = 0
 
     /// - Parameters:
     ///   - memory: zeroed, 4096-aligned, at least `PackedRingLayout.totalSize` bytes, shared

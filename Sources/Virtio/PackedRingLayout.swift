@@ -51,7 +51,7 @@ public enum PackedRingFlags {
     public static let descNext: UInt16 = 1
     /// Descriptor: the device writes this buffer (otherwise it reads it).
     public static let descWrite: UInt16 = 2
-    /// Descriptor: the buffer holds a table of descriptors (INDIRECT_DESC; not used yet).
+    /// Descriptor: the buffer holds a table of descriptors (INDIRECT_DESC, §2.8.7).
     public static let descIndirect: UInt16 = 4
     /// VIRTQ_DESC_F_AVAIL (bit 7).
     public static let descAvail: UInt16 = 1 << 7

@@ -61,7 +61,7 @@ public enum VringFlags {
     public static let descNext: UInt16 = 1
     /// Descriptor: the device writes this buffer (otherwise it reads it).
     public static let descWrite: UInt16 = 2
-    /// Descriptor: the buffer holds a table of descriptors (INDIRECT_DESC; not used yet).
+    /// Descriptor: the buffer holds a table of descriptors (INDIRECT_DESC, §2.7.5.3).
     public static let descIndirect: UInt16 = 4
     /// avail->flags: the driver does not want interrupts (without EVENT_IDX).
     public static let availNoInterrupt: UInt16 = 1

@@ -18,12 +18,32 @@ import Virtio
 ///
 /// Control path only; not thread-safe. The forwarding workers touch only the rings.
 public final class VirtioUserDevice {
-    /// What Ferry's datapath can drive today. Indirect descriptors and offloads come with
-    /// later work; the seed's masks still apply on top of this.
+    /// What Ferry's datapath can drive today. Offloads come with later work; the seed's
+    /// masks still apply on top of this. INDIRECT_DESC is in the seed's
+    /// VIRTIO_USER_SUPPORTED_FEATURES too (line 595): chained TX frames use it.
     public static let driverFeatures: VirtioFeatures = [
         .version1, .mrgRxbuf, .inOrder, .mac, .status, .ctrlVq, .ctrlRx, .ctrlVlan, .mq,
-        .ctrlMacAddr, .ringPacked,
+        .ctrlMacAddr, .ringPacked, .ringIndirectDesc,
     ]
+
+    /// Descriptors per INDIRECT_DESC table. DPDK uses 8 for TX; 16 covers a 9000-byte frame in
+    /// 2 KiB buffers plus its header, and txpkts lists of up to 16 segments. A longer chain is
+    /// posted direct.
+    public static let indirectMaxSegments = 16
+
+    /// Shared-memory bytes the INDIRECT_DESC tables of one port take: one table area per TX
+    /// vring of the `queues` pairs asked for (RX posts single buffers or writable chains,
+    /// which stay direct).
+    public static func indirectTableBytes(queueSize: Int, queuePairs: Int) -> Int {
+        queuePairs * indirectTableStride(queueSize: queueSize) + 64
+    }
+
+    /// One TX vring's tables, room for either ring kind, rounded to a cache line.
+    static func indirectTableStride(queueSize: Int) -> Int {
+        let bytes = max(SplitRing.indirectTableSize(queueSize: queueSize, maxSegments: indirectMaxSegments),
+                        PackedRing.indirectTableSize(queueSize: queueSize, maxSegments: indirectMaxSegments))
+        return (bytes + 63) & ~63
+    }
 
     public let options: VirtioUserOptions
     public var path: String { options.path }
@@ -54,6 +74,9 @@ public final class VirtioUserDevice {
     /// FEATURES_OK, when the ring flags are known. Workers hold these pointers.
     public private(set) var rings: [VirtqueueRing] = []
     private var ringMemory: [UnsafeMutableRawPointer] = []
+    /// INDIRECT_DESC tables per TX vring (index = pair), carved at init when the device offers
+    /// the feature and the options accept it; attached to the rings at FEATURES_OK.
+    private var indirectTableMemory: [UnsafeMutableRawPointer] = []
 
     /// The control queue is claimed (`cq`), explicitly or because of multi-queue.
     public private(set) var controlQueue = false
@@ -138,6 +161,7 @@ public final class VirtioUserDevice {
         if !options.mrgRxbuf { unsupportedFeatures.insert(.mrgRxbuf) }
         if !options.inOrder { unsupportedFeatures.insert(.inOrder) }
         if !options.packedVq { unsupportedFeatures.insert(.ringPacked) }
+        if !options.indirect { unsupportedFeatures.insert(.ringIndirectDesc) }
         if macSpecified { frontendFeatures.insert(.mac) } else { unsupportedFeatures.insert(.mac) }
         if controlQueue {
             // The device needs to know nothing of the control queue: virtio-user emulates it.
@@ -176,6 +200,23 @@ public final class VirtioUserDevice {
             let buffer = try memory.allocate(bytes: VhostVdpaShadowControlQueue.defaultBufferSize, alignment: 64)
             shadowControlQueue = try VhostVdpaShadowControlQueue(backend: vdpa, vringIndex: 2 * maxQueuePairs,
                                                                  ringMemory: ring, buffer: buffer)
+        }
+        // Indirect tables live in the same shared memory: the device translates a table's
+        // address through the memory table like any buffer's. Only when the feature can be
+        // negotiated, and after everything the port cannot do without: without room for them
+        // the feature is refused, not the port.
+        if deviceFeatures.contains(.ringIndirectDesc) {
+            // For the pairs asked for; a TX ring without tables posts every chain direct.
+            let pairs = min(maxQueuePairs, max(1, options.queues))
+            let stride = Self.indirectTableStride(queueSize: size)
+            // One block, so a refusal leaves the memory untouched.
+            if let block = try? memory.allocate(bytes: stride * pairs, alignment: 64) {
+                indirectTableMemory = (0..<pairs).map { block + $0 * stride }
+            } else {
+                FerryLog.warning("\(path): no shared memory left for indirect descriptor tables (\(stride * pairs) bytes); INDIRECT_DESC refused")
+                unsupportedFeatures.insert(.ringIndirectDesc)
+                deviceFeatures.remove(.ringIndirectDesc)
+            }
         }
         FerryLog.info("\(path): \(kind) backend, device features \(deviceFeatures), \(maxQueuePairs) queue pair(s) max")
     }
@@ -342,6 +383,10 @@ public final class VirtioUserDevice {
                                      eventIdx: eventIdx, inOrder: inOrder)
             // Ferry polls: ask the device not to interrupt.
             ring.disableInterrupts()
+            // TX vrings (odd) post chained frames through indirect tables when negotiated.
+            if features.contains(.ringIndirectDesc), i % 2 == 1, i / 2 < indirectTableMemory.count {
+                ring.attachIndirect(tables: indirectTableMemory[i / 2], maxSegments: Self.indirectMaxSegments)
+            }
             rings.append(ring)
         }
         if features.contains(.ctrlVq), let memoryStart = controlRingMemory {

@@ -16,6 +16,9 @@ public struct VirtioUserOptions: Sendable, Equatable {
     public var inOrder: Bool
     /// Offer RING_PACKED (`packed_vq`).
     public var packedVq: Bool
+    /// Accept VIRTIO_RING_F_INDIRECT_DESC: chained TX frames then take one ring slot each.
+    /// Not a DPDK devarg (DPDK always accepts it); off keeps every chain direct.
+    public var indirect: Bool
     /// Claim a control queue (`cq`); forced on with more than one queue pair.
     public var cq: Bool
     /// How long server mode waits for the backend to connect.
@@ -25,7 +28,8 @@ public struct VirtioUserOptions: Sendable, Equatable {
 
     public init(path: String, queues: Int = 1, queueSize: Int = 256, mac: [UInt8]? = nil,
                 server: Bool = false, mrgRxbuf: Bool = true, inOrder: Bool = true,
-                packedVq: Bool = false, cq: Bool = false, acceptTimeoutMs: Int = 30_000, iface: String? = nil) {
+                packedVq: Bool = false, cq: Bool = false, acceptTimeoutMs: Int = 30_000, iface: String? = nil,
+                indirect: Bool = true) {
         self.path = path
         self.queues = queues
         self.queueSize = queueSize
@@ -34,6 +38,7 @@ public struct VirtioUserOptions: Sendable, Equatable {
         self.mrgRxbuf = mrgRxbuf
         self.inOrder = inOrder
         self.packedVq = packedVq
+        self.indirect = indirect
         self.cq = cq
         self.acceptTimeoutMs = acceptTimeoutMs
         self.iface = iface

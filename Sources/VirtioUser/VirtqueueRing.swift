@@ -37,6 +37,14 @@ public enum VirtqueueRing {
     public func disableInterrupts() { with({ $0.pointee.disableInterrupts() }, packed: { $0.pointee.disableInterrupts() }) }
     public func enableInterrupts() -> Bool { with({ $0.pointee.enableInterrupts() }, packed: { $0.pointee.enableInterrupts() }) }
     public var invalidUsedIds: UInt64 { with({ $0.pointee.invalidUsedIds }, packed: { $0.pointee.invalidUsedIds }) }
+    /// The most segments one INDIRECT_DESC chain may have on this ring: 0 without tables.
+    public var indirectCapacity: Int { with({ $0.pointee.indirectCapacity }, packed: { $0.pointee.indirectCapacity }) }
+
+    /// Gives the ring its INDIRECT_DESC tables (see `SplitRing.attachIndirect`).
+    func attachIndirect(tables: UnsafeMutableRawPointer, maxSegments: Int) {
+        with({ $0.pointee.attachIndirect(tables: tables, maxSegments: maxSegments) },
+             packed: { $0.pointee.attachIndirect(tables: tables, maxSegments: maxSegments) })
+    }
 
     /// Where the device must resume on this ring (SET_VRING_BASE): right after the last
     /// buffer it returned, so every buffer Ferry still owns is eventually returned.

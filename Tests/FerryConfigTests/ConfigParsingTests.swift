@@ -64,6 +64,7 @@ final class ConfigParsingTests: XCTestCase {
         XCTAssertFalse(port.cq)
         XCTAssertEqual(port.reconnectMs, 0)
         XCTAssertEqual(port.iface, "tap%d")
+        XCTAssertTrue(port.indirect, "INDIRECT_DESC is accepted by default, as DPDK does")
         XCTAssertEqual(port.line, 1)
         XCTAssertEqual(configuration.fwd, .io)
         XCTAssertEqual(configuration.burst, 32)
@@ -150,6 +151,21 @@ final class ConfigParsingTests: XCTestCase {
         XCTAssertEqual(try parse(["port.0.path = /a", "txpkts = 9000"]).txPackets, [9000])
     }
 
+    func testIndirectKeyRefusesOrAcceptsIndirectDescriptors() throws {
+        XCTAssertFalse(try parse(["port.0.path = /a", "port.0.indirect = 0"]).ports[0].indirect)
+        XCTAssertTrue(try parse(["port.0.path = /a", "port.0.indirect = 1"]).ports[0].indirect)
+        XCTAssertFalse(try parse(["port.0.path = /a"], overrides: ["port.0.indirect=0"]).ports[0].indirect)
+        // Per port: port 1 keeps the default.
+        let two = try parse(["port.0.path = /a", "port.0.indirect = 0", "port.1.path = /b"])
+        XCTAssertEqual(two.ports.map(\.indirect), [false, true])
+    }
+
+    func testIndirectKeyTakesOnlyAFlag() {
+        let message = rejection(["port.0.path = /a", "port.0.indirect = 2"])
+        XCTAssertTrue(message?.contains("port.0.indirect: '2' is not 0 or 1") ?? false, message ?? "")
+        XCTAssertNotNil(rejection(["port.0.path = /a", "port.0.indirect = on"]))
+    }
+
     func testEthPeerMayBeAnyValidAddress() throws {
         let configuration = try parse(["port.0.path = /a", "eth_peer.0 = ff:ff:ff:ff:ff:ff"])
         XCTAssertEqual(configuration.ethPeer(port: 0).description, "ff:ff:ff:ff:ff:ff")
@@ -168,7 +184,7 @@ final class ConfigParsingTests: XCTestCase {
         let samples: [String: String] = [
             "path": "/x", "queues": "2", "queue_size": "512", "mac": "02:00:00:00:00:09", "server": "1",
             "mrg_rxbuf": "0", "in_order": "0", "packed_vq": "1", "cq": "1", "reconnect_ms": "10",
-            "iface": "tap1", "fwd": "txonly", "burst": "1", "txpkts": "60", "tx_first": "3", "cores": "1",
+            "iface": "tap1", "indirect": "0", "fwd": "txonly", "burst": "1", "txpkts": "60", "tx_first": "3", "cores": "1",
             "eth_peer.N": "02:00:00:00:00:08", "port_topology": "loop", "stats_period": "1",
             "duration": "1", "stats_json": "/tmp/s.json", "rx_mode": "poll",
         ]

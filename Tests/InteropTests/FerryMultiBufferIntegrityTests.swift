@@ -11,7 +11,9 @@ import Glibc
 /// 8 combinations of packed_vq × mrg_rxbuf × in_order: Ferry's own RX/TX queues send a known
 /// sequence of frames of 64…9000 bytes (every frame over one 2048-byte buffer, and some
 /// smaller ones, as descriptor chains), testpmd sends each back unchanged, and every frame is
-/// checked byte for byte: counts equal, payloads identical.
+/// checked byte for byte: counts equal, payloads identical. DPDK's vhost offers INDIRECT_DESC,
+/// so those 8 runs send chained frames through indirect tables (one ring slot per frame); two
+/// more runs with indirect=0 keep the direct-chain path covered against testpmd.
 final class FerryMultiBufferIntegrityTests: InteropTestCase {
     static let sizes = [64, 1514, 2048, 2049, 60, 4096, 9000, 128, 8000, 3000, 9000, 64, 6001, 1500, 2047, 9000]
     static let rounds = 64
@@ -80,8 +82,8 @@ final class FerryMultiBufferIntegrityTests: InteropTestCase {
         return out
     }
 
-    private func integrity(packed: Bool, mergeable: Bool, inOrder: Bool) throws {
-        let tag = "packed_vq=\(packed ? 1 : 0) mrg_rxbuf=\(mergeable ? 1 : 0) in_order=\(inOrder ? 1 : 0)"
+    private func integrity(packed: Bool, mergeable: Bool, inOrder: Bool, indirect: Bool = true) throws {
+        let tag = "packed_vq=\(packed ? 1 : 0) mrg_rxbuf=\(mergeable ? 1 : 0) in_order=\(inOrder ? 1 : 0) indirect=\(indirect ? 1 : 0)"
         let paths = try startBackend(sockets: 1) { o in
             o.logVhostMessages = false
             // 9000-byte frames: net_vhost chains them over testpmd's default 2176-byte mbufs
@@ -90,7 +92,8 @@ final class FerryMultiBufferIntegrityTests: InteropTestCase {
             o.extraTestpmdArgs += ["--max-pkt-len=9600"]
         }
         let memory = try SharedMemory(size: 8 * SharedMemory.hugepageSize, name: "ferry-mbinterop")
-        let options = VirtioUserOptions(path: paths[0], mrgRxbuf: mergeable, inOrder: inOrder, packedVq: packed)
+        let options = VirtioUserOptions(path: paths[0], mrgRxbuf: mergeable, inOrder: inOrder, packedVq: packed,
+                                        indirect: indirect)
         let device = try VirtioUserDevice(options: options, memory: memory)
         defer { device.close() }
         let pool = try PacketPool(memory: memory, count: 2000)
@@ -100,6 +103,12 @@ final class FerryMultiBufferIntegrityTests: InteropTestCase {
         XCTAssertEqual(device.usesPackedRings, packed, tag)
         XCTAssertEqual(device.features.contains(.mrgRxbuf), mergeable, tag)
         XCTAssertEqual(device.features.contains(.inOrder), inOrder, tag)
+        XCTAssertTrue(device.deviceFeatures.contains(.ringIndirectDesc) || !indirect,
+                      "\(tag): net_vhost offers INDIRECT_DESC")
+        XCTAssertEqual(device.features.contains(.ringIndirectDesc), indirect,
+                       "\(tag): INDIRECT_DESC negotiated exactly when accepted")
+        XCTAssertEqual(device.rings[1].indirectCapacity, indirect ? VirtioUserDevice.indirectMaxSegments : 0,
+                       "\(tag): chained TX frames go \(indirect ? "indirect" : "direct")")
         let headerSize = VirtioNetHeader.size(for: device.features)
         let rx = UnsafeMutablePointer<RxQueue>.allocate(capacity: 1)
         rx.initialize(to: RxQueue(ring: device.rings[0], kickFD: device.kickFDs[0], callFD: device.callFDs[0],
@@ -177,6 +186,12 @@ final class FerryMultiBufferIntegrityTests: InteropTestCase {
     func testIntegrityPackedInOrder() throws { try integrity(packed: true, mergeable: false, inOrder: true) }
     func testIntegrityPackedMrg() throws { try integrity(packed: true, mergeable: true, inOrder: false) }
     func testIntegrityPackedMrgInOrder() throws { try integrity(packed: true, mergeable: true, inOrder: true) }
+    func testIntegritySplitMrgDirect() throws {
+        try integrity(packed: false, mergeable: true, inOrder: false, indirect: false)
+    }
+    func testIntegrityPackedMrgDirect() throws {
+        try integrity(packed: true, mergeable: true, inOrder: false, indirect: false)
+    }
 }
 
 /// The whole runtime against testpmd with chained frames: `txpkts=2000,2000,2000,2000` seeds

@@ -24,8 +24,9 @@ final class FeatureMaskTests: VirtioUserTestCase {
 
     func testDefaultOfferIsAckedAsIsWithBit30() throws {
         let (acked, device) = try negotiate(offer: Offer.default)
-        XCTAssertEqual(VirtioFeatures(rawValue: acked), [.version1, .mrgRxbuf, VirtioFeatures(rawValue: bit30)])
-        XCTAssertEqual(device.features, [.version1, .mrgRxbuf, .status],
+        XCTAssertEqual(VirtioFeatures(rawValue: acked),
+                       [.version1, .mrgRxbuf, .ringIndirectDesc, VirtioFeatures(rawValue: bit30)])
+        XCTAssertEqual(device.features, [.version1, .mrgRxbuf, .ringIndirectDesc, .status],
                        "STATUS is claimed by virtio-user for vhost-user, bit 30 is the transport's")
     }
 
@@ -76,6 +77,34 @@ final class FeatureMaskTests: VirtioUserTestCase {
         XCTAssertFalse(device.features.contains(.mrgRxbuf))
     }
 
+    /// INDIRECT_DESC is accepted when offered (the seed's VIRTIO_USER_SUPPORTED_FEATURES has it),
+    /// and its TX rings then have tables; RX rings never do.
+    func testIndirectDescIsAckedWhenOfferedAndTxRingsGetTables() throws {
+        let (acked, device) = try negotiate(offer: Offer.bits([.version1, .ringIndirectDesc]) | bit30)
+        XCTAssertEqual(acked, Offer.bits([.version1, .ringIndirectDesc]) | bit30)
+        XCTAssertTrue(device.features.contains(.ringIndirectDesc))
+        XCTAssertEqual(device.rings[1].indirectCapacity, VirtioUserDevice.indirectMaxSegments, "TX ring")
+        XCTAssertEqual(device.rings[0].indirectCapacity, 0, "RX ring")
+    }
+
+    /// `indirect=0` refuses it, as in_order=0 refuses IN_ORDER: masked off the offer, no tables.
+    func testIndirectOptionOffMasksItEvenWhenOffered() throws {
+        let (acked, device) = try negotiate(offer: Offer.bits([.version1, .mrgRxbuf, .ringIndirectDesc]) | bit30) {
+            $0.indirect = false
+        }
+        XCTAssertEqual(acked, Offer.bits([.version1, .mrgRxbuf]) | bit30)
+        XCTAssertFalse(device.features.contains(.ringIndirectDesc))
+        XCTAssertFalse(device.deviceFeatures.contains(.ringIndirectDesc))
+        XCTAssertEqual(device.rings[1].indirectCapacity, 0)
+    }
+
+    /// Not offered: not acked, and the TX rings have no tables (chains stay direct).
+    func testIndirectNotOfferedLeavesRingsWithoutTables() throws {
+        let (acked, device) = try negotiate(offer: Offer.bits([.version1, .mrgRxbuf]) | bit30)
+        XCTAssertEqual(acked & VirtioFeatures.ringIndirectDesc.rawValue, 0)
+        XCTAssertEqual(device.rings[1].indirectCapacity, 0)
+    }
+
     func testInOrderOptionOffMasksItEvenWhenOffered() throws {
         let (acked, device) = try negotiate(offer: Offer.bits([.version1, .mrgRxbuf, .inOrder]) | bit30) {
             $0.inOrder = false
@@ -85,13 +114,13 @@ final class FeatureMaskTests: VirtioUserTestCase {
     }
 
     /// A device offering every bit: only what the seed supports AND Ferry drives survives.
-    /// GUEST_UFO and EVENT_IDX are outside the seed's set; CSUM, TSO and INDIRECT_DESC are in
-    /// it but Ferry does not drive them yet; RING_PACKED is not offered by default.
+    /// GUEST_UFO and EVENT_IDX are outside the seed's set; CSUM and TSO are in it but Ferry
+    /// does not drive them yet; RING_PACKED is not offered by default.
     func testFeaturesOutsideTheSupportedSetAreNeverAcked() throws {
         let (acked, device) = try negotiate(offer: UInt64.max)
         let wire = VirtioFeatures(rawValue: acked)
         for (feature, name) in [(VirtioFeatures.guestUfo, "GUEST_UFO"), (.ringEventIdx, "EVENT_IDX"),
-                                (.ringPacked, "RING_PACKED"), (.ringIndirectDesc, "INDIRECT_DESC"),
+                                (.ringPacked, "RING_PACKED"),
                                 (.csum, "CSUM"), (.guestCsum, "GUEST_CSUM"), (.hostTso4, "HOST_TSO4"),
                                 (.guestTso4, "GUEST_TSO4"), (.accessPlatform, "ACCESS_PLATFORM"),
                                 (.notifyOnEmpty, "NOTIFY_ON_EMPTY"), (.anyLayout, "ANY_LAYOUT"),
@@ -99,7 +128,7 @@ final class FeatureMaskTests: VirtioUserTestCase {
             XCTAssertFalse(wire.contains(feature), "\(name) must never be acked: \(wire)")
         }
         // Default options: no MAC, no cq, so exactly these remain.
-        XCTAssertEqual(wire, [.version1, .mrgRxbuf, .inOrder, VirtioFeatures(rawValue: bit30)])
+        XCTAssertEqual(wire, [.version1, .mrgRxbuf, .inOrder, .ringIndirectDesc, VirtioFeatures(rawValue: bit30)])
         XCTAssertTrue(device.features.isSubset(of: VirtioUserDevice.driverFeatures))
     }
 

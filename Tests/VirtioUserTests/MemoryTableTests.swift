@@ -91,10 +91,42 @@ final class MemoryTableTests: VirtioUserTestCase {
         let double = try startDouble()
         let memory = try makeMemory()
         let before = memory.remaining
-        let device = try openDevice(double, memory: memory) { $0.queueSize = 512 }
+        let device = try openDevice(double, memory: memory) {
+            $0.queueSize = 512
+            $0.indirect = false
+        }
         let perRing = SplitRingLayout.totalSize(queueSize: 512)
         XCTAssertLessThanOrEqual(memory.remaining, before - 2 * perRing)
         XCTAssertGreaterThanOrEqual(memory.remaining, before - 2 * perRing - 2 * SplitRingLayout.alignment)
         XCTAssertEqual(device.vringCount, 2)
+    }
+
+    /// With INDIRECT_DESC offered and accepted, the TX ring's tables are carved too, at init
+    /// and from the same shared memory (the backend translates table addresses through the
+    /// memory table): 16 descriptors of 16 bytes per ring slot.
+    func testIndirectTablesAreCarvedFromTheSharedMemoryAtInit() throws {
+        let double = try startDouble()
+        let memory = try makeMemory()
+        let before = memory.remaining
+        _ = try openDevice(double, memory: memory) { $0.queueSize = 512 }
+        let perRing = SplitRingLayout.totalSize(queueSize: 512)
+        let tables = 512 * VirtioUserDevice.indirectMaxSegments * 16
+        XCTAssertLessThanOrEqual(memory.remaining, before - 2 * perRing - tables)
+        XCTAssertGreaterThanOrEqual(memory.remaining, before - 2 * perRing - tables - 2 * SplitRingLayout.alignment - 64)
+        XCTAssertLessThanOrEqual(VirtioUserDevice.indirectTableBytes(queueSize: 512, queuePairs: 1), tables + 64)
+        XCTAssertGreaterThanOrEqual(VirtioUserDevice.indirectTableBytes(queueSize: 512, queuePairs: 1), tables)
+    }
+
+    /// Without room for the tables the feature is refused, not the port.
+    func testNoRoomForIndirectTablesRefusesTheFeature() throws {
+        let double = try startDouble()
+        let memory = try makeMemory()
+        let ringBytes = 2 * (SplitRingLayout.totalSize(queueSize: 512) + SplitRingLayout.alignment)
+        // Leave room for the rings but not for the 128 KiB of tables.
+        _ = try memory.allocate(bytes: memory.remaining - ringBytes - 4096)
+        let device = try openDevice(double, memory: memory) { $0.queueSize = 512 }
+        try device.negotiate()
+        XCTAssertFalse(device.features.contains(.ringIndirectDesc), "\(device.features)")
+        XCTAssertEqual(device.rings[1].indirectCapacity, 0)
     }
 }

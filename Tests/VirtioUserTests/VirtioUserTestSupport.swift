@@ -20,7 +20,7 @@ nonisolated(unsafe) private var uniqueSocketCounter = 0
 /// the negotiation it checks.
 enum Offer {
     static func bits(_ features: VirtioFeatures) -> UInt64 { features.rawValue }
-    /// The double's default: VERSION_1 | PROTOCOL_FEATURES | MRG_RXBUF.
+    /// The double's default: VERSION_1 | PROTOCOL_FEATURES | MRG_RXBUF | INDIRECT_DESC.
     static let `default` = VhostUserDeviceDouble.defaultFeatures
 }
 
