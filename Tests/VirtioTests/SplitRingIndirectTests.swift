@@ -217,8 +217,10 @@ final class SplitRingIndirectTests: XCTestCase {
             XCTAssertEqual(chains.map(\.viaIndirect), [true, false, false, true])
             assertSegments(chains[0].segments, taggedSegments(4, tag: lap, writable: 1))
             assertSegments(chains[3].segments, taggedSegments(3, tag: lap + 200, writable: 2))
-            h.device.pushUsed(id: chains[3].head, length: 5)
-            XCTAssertEqual(h.dequeue(), [Completion(cookie: base, length: 0), Completion(cookie: base + 1, length: 0),
+            h.device.pushUsedBatch(lastID: chains[3].head, count: 4, length: 5)
+            // The chains before the batch's last were used completely: their posted writable length.
+            let first = taggedSegments(4, tag: lap, writable: 1).filter(\.deviceWritable).reduce(0) { $0 + $1.length }
+            XCTAssertEqual(h.dequeue(), [Completion(cookie: base, length: first), Completion(cookie: base + 1, length: 0),
                                          Completion(cookie: base + 2, length: 0), Completion(cookie: base + 3, length: 5)])
             XCTAssertEqual(h.ring.numFree, 8)
             XCTAssertEqual(h.ring.invalidUsedIds, 0)
