@@ -44,7 +44,38 @@ def throughput_section(bench):
             out.append(f"| {row['config']} | {row['status']} | | | | | | {row.get('reason') or ''} |")
             continue
         pairs = ", ".join(f"{p['ferry_mpps']:.2f}/{p['testpmd_mpps']:.2f}" for p in row["pairs"])
-        out.append(f"| {row['config']} | {f2(row.get('ferry_median_mpps'))} | {f2(row.get('testpmd_median_mpps'))} | "
+        mism = row.get("negotiation_mismatches") or []
+        name = row["config"] + (f" **⚠ {'; '.join(mism)}**" if mism else "")
+        out.append(f"| {name} | {f2(row.get('ferry_median_mpps'))} | {f2(row.get('testpmd_median_mpps'))} | "
+                   f"**{f2(row.get('median_ratio'))}** | {f2(row.get('min_ratio'))} | {f2(row.get('max_ratio'))} | "
+                   f"{f2(row.get('median_dut_preemptions_per_second'), 0)} | {pairs} |")
+    return out
+
+
+def combos_section(bench):
+    rows = bench.get("combos", [])
+    if not rows:
+        return []
+    s = bench["settings"]
+    out = [f"### Feature combinations: Mpps, 64 B, one queue, median of {s.get('combo_pairs', 3)} A/B pairs of "
+           f"{s.get('combo_seconds', 5)} s after {s.get('combo_warmup', 2)} s warm-up",
+           "",
+           "Same backend, cores and method as the throughput A/B; both DUTs are asked for the same "
+           "packed_vq, mrg_rxbuf and in_order (testpmd devargs, Ferry `port.0.*`). Each run's negotiated "
+           "features are read from the backend's log (and Ferry's ring line): a row marked **⚠** did not "
+           "run as asked and its rates belong to another combination.",
+           "",
+           "| combination | negotiated | Ferry | testpmd | ratio ferry/testpmd (median) | min | max | DUT preempted/s | pairs: ferry/testpmd Mpps |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for row in rows:
+        name = f"`{row.get('requested', row['config'])}`"
+        mism = row.get("negotiation_mismatches") or []
+        negotiated = "**⚠ " + "; ".join(mism) + "**" if mism else "as asked"
+        if row["status"] != "ok":
+            out.append(f"| {name} | {negotiated} | {row['status']} | | | | | | {row.get('reason') or ''} |")
+            continue
+        pairs = ", ".join(f"{p['ferry_mpps']:.2f}/{p['testpmd_mpps']:.2f}" for p in row["pairs"])
+        out.append(f"| {name} | {negotiated} | {f2(row.get('ferry_median_mpps'))} | {f2(row.get('testpmd_median_mpps'))} | "
                    f"**{f2(row.get('median_ratio'))}** | {f2(row.get('min_ratio'))} | {f2(row.get('max_ratio'))} | "
                    f"{f2(row.get('median_dut_preemptions_per_second'), 0)} | {pairs} |")
     return out
@@ -58,8 +89,10 @@ def latency_section(bench):
     out = [f"### Latency: round trip through the DUT, µs ({s['latency_seconds']} s per load, 64 B, split ring)",
            "",
            "Generator (a vhost-user device built on Ferry's code) on the backend core; coordinated omission "
-           "corrected (latency from each frame's intended send time). Loads are fractions of the DUT's maximum "
-           "with this generator.",
+           "corrected (latency from each frame's intended send time). Loads are fractions of the DUT's sustained "
+           "maximum with this generator: frames back per second over 2 s while it offered more, open loop "
+           "(the *max* row gives that rate, then the offered rate and the burst-fill estimate it started from; "
+           "≥ when no attempt overloaded the DUT).",
            "",
            "| DUT | load | Mpps target/got | p50 | p90 | p99 | p99.9 | max | lost | RX ring full | reordered | preempted/s gen/DUT |",
            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -67,7 +100,14 @@ def latency_section(bench):
         if r.get("error") and not r.get("points"):
             out.append(f"| {r['dut']} | failed: {r['error']} | | | | | | | | | | |")
             continue
-        out.append(f"| {r['dut']} | max | {f2((r.get('max_pps') or 0) / 1e6, 3)} | | | | | | | | | |")
+        if r.get("burst_pps") is not None:
+            bound = "≥ " if r.get("max_overloaded") is False else ""
+            got = (f"{bound}{f2((r.get('max_pps') or 0) / 1e6, 3)} (offered {f2((r.get('max_offered_pps') or 0) / 1e6, 3)}, "
+                   f"burst fill {f2(r['burst_pps'] / 1e6, 3)})")
+        else:  # results of the earlier method: the burst-fill rate itself
+            got = f2((r.get('max_pps') or 0) / 1e6, 3)
+        ring_full = r.get("max_rx_ring_full")
+        out.append(f"| {r['dut']} | max | {got} | | | | | | | {'' if ring_full is None else ring_full} | | |")
         for p in r.get("points", []):
             c = p["corrected"]
             note = f" ({p['error']})" if p.get("error") else ""
@@ -130,7 +170,8 @@ def profile_section(profile):
 
 
 def headline(bench):
-    for row in bench.get("throughput", []):
+    # split 64B: the configurations' row, else the combinations' row with the same features.
+    for row in bench.get("throughput", []) + bench.get("combos", []):
         if row.get("token") == "split-64" and row.get("median_ratio") is not None:
             return row["median_ratio"]
     return None
@@ -146,26 +187,15 @@ def markdown(doc, command):
                  f"(the machine is shared: other engineers' builds run alongside), {h['testpmd']}.", ""]
     else:
         lines = [f"Results{rev}: `{command}`.", ""]
-    for section in (throughput_section(bench), latency_section(bench), startup_section(bench),
+    for section in (throughput_section(bench), combos_section(bench), latency_section(bench), startup_section(bench),
                     alloc_section(doc.get("alloc")), profile_section(doc.get("profile"))):
         if section:
             lines += section + [""]
     return "\n".join(lines).rstrip() + "\n"
 
 
-def plot(doc, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    bench = doc["bench"]
-    if "date" not in bench:
-        return
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 5.5))
-    colors = {"ferry": "#1f77b4", "testpmd": "#d62728"}
-
-    rows = bench.get("throughput", [])
-    names = [r["config"] for r in rows]
+def ab_bars(ax, rows, labels, colors, title):
+    """Grouped bars: per row, each DUT's median Mpps with its min-max and every run as a dot."""
     width = 0.38
     for k, dut in enumerate(["ferry", "testpmd"]):
         xs, heights, lo, hi = [], [], [], []
@@ -178,22 +208,76 @@ def plot(doc, path):
             heights.append(med)
             lo.append(med - min(runs))
             hi.append(max(runs) - med)
-            ax1.scatter([i + (k - 0.5) * width] * len(runs), runs, s=10, color="black", zorder=3)
-        ax1.bar(xs, heights, width, yerr=[lo, hi], capsize=3, color=colors[dut], alpha=0.85,
-                label=f"{'Ferry' if dut == 'ferry' else 'dpdk-testpmd virtio-user'} (median, min-max)")
+            ax.scatter([i + (k - 0.5) * width] * len(runs), runs, s=10, color="black", zorder=3)
+        ax.bar(xs, heights, width, yerr=[lo, hi], capsize=3, color=colors[dut], alpha=0.85,
+               label=f"{'Ferry' if dut == 'ferry' else 'dpdk-testpmd virtio-user'} (median, min-max)")
     for i, r in enumerate(rows):
         if r["status"] != "ok":
-            ax1.text(i, 0.02, r["status"], ha="center", va="bottom", rotation=90, color="gray",
-                     transform=ax1.get_xaxis_transform())
+            ax.text(i, 0.02, r["status"], ha="center", va="bottom", rotation=90, color="gray",
+                    transform=ax.get_xaxis_transform())
         elif r.get("median_ratio") is not None:
-            ax1.text(i, 1.0, f"x{r['median_ratio']:.2f}", ha="center", va="bottom", fontsize=9,
-                     transform=ax1.get_xaxis_transform())
-    ax1.set_xticks(range(len(names)))
-    ax1.set_xticklabels(names, rotation=15)
-    ax1.set_ylabel("Mpps (DUT forwarding rate, steady state)")
-    ax1.set_title("Throughput: io loop through dpdk-testpmd net_vhost", pad=18)
-    ax1.legend(loc="upper right", fontsize=8)
-    ax1.grid(axis="y", alpha=0.3)
+            flag = " ⚠" if r.get("negotiation_mismatches") else ""
+            ax.text(i, 1.0, f"x{r['median_ratio']:.2f}{flag}", ha="center", va="bottom", fontsize=9,
+                    color="darkorange" if flag else "black", transform=ax.get_xaxis_transform())
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels, rotation=0 if any("\n" in x for x in labels) else 15, fontsize=8 if len(labels) > 6 else 10)
+    ax.set_ylabel("Mpps (DUT forwarding rate, steady state)")
+    ax.set_title(title, pad=18)
+    # Headroom above the tallest run, so the legend never covers a bar.
+    top = max([x["mpps"] for r in rows for x in r.get("runs", []) if x.get("mpps") is not None] or [1])
+    ax.set_ylim(0, top * 1.22)
+    ax.legend(loc="upper right", fontsize=8, ncol=2 if len(labels) > 6 else 1)
+    ax.grid(axis="y", alpha=0.3)
+
+
+def combo_label(row):
+    """"packed_vq=1,mrg_rxbuf=0,in_order=1" -> "packed\nmrg off\nin_order on"."""
+    flags = dict(kv.split("=") for kv in row.get("requested", "").split(",") if "=" in kv)
+    if not flags:
+        return row["config"]
+    return (f"{'packed' if flags.get('packed_vq') == '1' else 'split'}\n"
+            f"mrg_rxbuf {'on' if flags.get('mrg_rxbuf') == '1' else 'off'}\n"
+            f"in_order {'on' if flags.get('in_order') == '1' else 'off'}")
+
+
+def plot(doc, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bench = doc["bench"]
+    if "date" not in bench:
+        return
+    rows = bench.get("throughput", [])
+    combos = bench.get("combos", [])
+    has_latency = any(p.get("cdf") for r in bench.get("latency", []) for p in r.get("points", []))
+    # Panels for the parts this run measured: throughput and latency side by side on top, the
+    # combinations across the width below. A full run has all three.
+    top = (["throughput"] if rows else []) + (["latency"] if has_latency else [])
+    if not top and not combos:
+        return
+    ncols = max(1, len(top))
+    nrows = (1 if top else 0) + (1 if combos else 0)
+    fig = plt.figure(figsize=(14 if ncols > 1 or combos else 8, 5.5 * nrows))
+    grid = fig.add_gridspec(nrows, ncols)
+    axes = {name: fig.add_subplot(grid[0, i]) for i, name in enumerate(top)}
+    if combos:
+        axes["combos"] = fig.add_subplot(grid[nrows - 1, :])
+    colors = {"ferry": "#1f77b4", "testpmd": "#d62728"}
+
+    if rows:
+        ab_bars(axes["throughput"], rows, [r["config"] for r in rows], colors,
+                "Throughput: io loop through dpdk-testpmd net_vhost")
+    if combos:
+        ab_bars(axes["combos"], combos, [combo_label(r) for r in combos], colors,
+                "Feature combinations, 64 B, one queue (⚠: negotiated features differ from the request)")
+    if not has_latency:
+        fig.suptitle(f"Ferry vs dpdk-testpmd virtio-user, {bench['date']} "
+                     f"(shared 2-vCPU VM, load {bench['host']['load_average_start']:.1f})", fontsize=11)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        return
+    ax2 = axes["latency"]
 
     styles = {0.1: ":", 0.5: "-", 0.9: "--"}
     drew = False

@@ -10,21 +10,50 @@ public enum DUTKind: String, Codable, Sendable, CaseIterable {
     case testpmd
 }
 
-/// One throughput configuration: ring layout, frame size and queue pairs.
+/// One throughput configuration: ring layout, frame size, queue pairs, and the two features
+/// both DUTs offer (VIRTIO_NET_F_MRG_RXBUF, VIRTIO_F_IN_ORDER; on unless a combination says).
 public struct BenchConfig: Codable, Sendable, Hashable {
     public var packed: Bool
     public var frameSize: Int
     public var queues: Int
+    public var mrgRxbuf: Bool
+    public var inOrder: Bool
 
-    public init(packed: Bool, frameSize: Int, queues: Int) {
+    public init(packed: Bool, frameSize: Int, queues: Int, mrgRxbuf: Bool = true, inOrder: Bool = true) {
         self.packed = packed
         self.frameSize = frameSize
         self.queues = queues
+        self.mrgRxbuf = mrgRxbuf
+        self.inOrder = inOrder
+    }
+
+    /// The 8 feature combinations (packed_vq × mrg_rxbuf × in_order), 64 B, one queue, in the
+    /// order the combos table lists them.
+    public static var combinations: [BenchConfig] {
+        var all: [BenchConfig] = []
+        for packed in [false, true] {
+            for mrg in [true, false] {
+                for inOrder in [true, false] {
+                    all.append(BenchConfig(packed: packed, frameSize: 64, queues: 1, mrgRxbuf: mrg, inOrder: inOrder))
+                }
+            }
+        }
+        return all
+    }
+
+    /// The requested features in devargs form: "packed_vq=1,mrg_rxbuf=0,in_order=1".
+    public var featureArgs: String {
+        "packed_vq=\(packed ? 1 : 0),mrg_rxbuf=\(mrgRxbuf ? 1 : 0),in_order=\(inOrder ? 1 : 0)"
     }
 
     /// "split 64B", "packed 1518B", "split 64B 2q".
     public var name: String {
-        "\(packed ? "packed" : "split") \(frameSize)B" + (queues > 1 ? " \(queues)q" : "")
+        "\(packed ? "packed" : "split") \(frameSize)B" + (queues > 1 ? " \(queues)q" : "") + featureSuffix(" ", "=0")
+    }
+
+    /// "" with both features on (every configuration but some combinations), else what is off.
+    func featureSuffix(_ separator: String, _ off: String) -> String {
+        (mrgRxbuf ? "" : "\(separator)mrg_rxbuf\(off)") + (inOrder ? "" : "\(separator)in_order\(off)")
     }
 
     /// Parses "split-64", "packed-1518", "split-64-2q".
@@ -38,13 +67,17 @@ public struct BenchConfig: Codable, Sendable, Hashable {
         }
         frameSize = size
         queues = 1
+        mrgRxbuf = true
+        inOrder = true
         if parts.count == 3 {
             guard parts[2].hasSuffix("q"), let q = Int(parts[2].dropLast()), q >= 1, q <= 8 else { return nil }
             queues = q
         }
     }
 
-    public var token: String { "\(packed ? "packed" : "split")-\(frameSize)" + (queues > 1 ? "-\(queues)q" : "") }
+    public var token: String {
+        "\(packed ? "packed" : "split")-\(frameSize)" + (queues > 1 ? "-\(queues)q" : "") + featureSuffix("-no-", "")
+    }
 }
 
 /// How a DUT is started. Both DUTs get the same things: one virtio-user port on `socket`, io
@@ -105,6 +138,8 @@ public struct DUTLaunch {
             text += "port.0.path = \(socket)\n"
             text += "port.0.queues = \(config.queues)\n"
             text += "port.0.packed_vq = \(config.packed ? 1 : 0)\n"
+            text += "port.0.mrg_rxbuf = \(config.mrgRxbuf ? 1 : 0)\n"
+            text += "port.0.in_order = \(config.inOrder ? 1 : 0)\n"
             text += "fwd = io\nburst = 32\n"
             text += "tx_first = \(txFirst ? 1 : 0)\n"
             text += "txpkts = \(config.frameSize)\n"
@@ -116,8 +151,9 @@ public struct DUTLaunch {
             return (ferryBinary, ["run", conf])
         case .testpmd:
             let exe = TestpmdBackend.locate() ?? "/usr/bin/dpdk-testpmd"
-            var vdev = "net_virtio_user0,path=\(socket),queues=\(config.queues)"
-            if config.packed { vdev += ",packed_vq=1" }
+            // The features asked for explicitly (packed_vq=0,mrg_rxbuf=1,in_order=1 are also
+            // virtio_user's defaults), so both DUTs offer the same set in every configuration.
+            let vdev = "net_virtio_user0,path=\(socket),queues=\(config.queues),\(config.featureArgs)"
             // The anchors' frontend command: one forwarding lcore, --single-file-segments to stay
             // under vhost-user's 8 memory regions, 512 MB of hugepages.
             var args = ["-l", "\(mainCPU),\(cpu)", "--main-lcore", "\(mainCPU)", "--no-pci",

@@ -55,8 +55,24 @@ public struct LatencyPoint: Codable, Sendable {
 
 public struct LatencyResult: Codable, Sendable {
     public var dut: DUTKind
-    /// The most this DUT forwarded for the generator (saturation), frames per second.
+    /// The rate this DUT sustained for the generator, frames per second: frames back per
+    /// second over a steady window while the generator offered more than that, open loop and
+    /// paced as at the load points. The loads are fractions of it.
     public var maxPps: Double?
+    /// The first estimate: frames back while every RX buffer the DUT offered was filled at
+    /// once (bursts of up to 64). Not a rate the DUT sustains under paced traffic; it only
+    /// sets the open-loop rate offered for `maxPps`.
+    public var burstPps: Double?
+    /// What the generator offered, and what the DUT's RX ring had no room for, during the
+    /// steady window of the `maxPps` run.
+    public var maxOfferedPps: Double?
+    public var maxRxRingFull: UInt64?
+    /// Every open-loop attempt at the maximum, [offered pps, frames back per second]: the rate
+    /// offered goes up until the DUT is overloaded (see `LatencySettings.overload`).
+    public var maxAttempts: [[Double]]?
+    /// False when even the last attempt did not overload the DUT: then `maxPps` is a lower
+    /// bound (the generator's own limit, or a noisy estimate).
+    public var maxOverloaded: Bool?
     public var points: [LatencyPoint]
     public var error: String?
 }
@@ -64,7 +80,20 @@ public struct LatencyResult: Codable, Sendable {
 public struct LatencySettings: Sendable {
     public var loads: [Double] = [0.1, 0.5, 0.9]
     public var seconds = 5
-    public var saturationSeconds = 2
+    /// The burst-fill estimate's window (after 0.5 s of warm-up).
+    public var saturationSeconds = 1
+    /// The sustained maximum: open loop at `overload` × the burst-fill estimate, `maxWarmupMs`
+    /// for the rings and queues to fill, then frames back counted over `maxSeconds`.
+    public var maxSeconds = 2
+    public var maxWarmupMs = 1000
+    public var overload = 1.2
+    /// An attempt overloaded the DUT when at least this fraction of the frames offered in the
+    /// window found its RX ring full; otherwise the offered rate is raised by `raise` and the
+    /// attempt repeated, at most `maxAttempts` times in all. (The burst-fill estimate is one
+    /// noisy second: it can be below what the DUT sustains.)
+    public var overloadedFraction = 0.05
+    public var raise = 1.5
+    public var maxAttempts = 4
     public var frameSize = 64
     public var ferryBinary = ""
     public var workDir = "/tmp/ferry-bench"
@@ -117,7 +146,8 @@ public final class LatencyBench {
         usleep(300_000)
         launch.pinControlThread(process)
 
-        // The DUT's maximum with this generator: fill every RX buffer it offers.
+        // A first estimate: fill every RX buffer the DUT offers. The DUT then always finds full
+        // bursts, which paced traffic never gives it, so this is an upper bound, not the max.
         let saturation = TrafficJob(mode: .saturate, frameLength: settings.frameSize, warmupNs: 500_000_000,
                                     durationNs: UInt64(settings.saturationSeconds) * 1_000_000_000, drainNs: 50_000_000)
         generator.post(saturation)
@@ -126,9 +156,36 @@ public final class LatencyBench {
             result.error = "saturation: \(saturation.abortReason ?? "no frames came back")"
             return result
         }
-        let maxPps = saturation.receivedRate
-        result.maxPps = maxPps
-        say("[latency] \(kind.rawValue): maximum with the generator \(fmt(maxPps / 1e6, 3)) Mpps")
+        result.burstPps = saturation.receivedRate
+
+        // The maximum: open loop, paced as the load points are, above the estimate, so the DUT
+        // is overloaded; what it returns per second over a steady window is what it sustains.
+        var offered = saturation.receivedRate * settings.overload
+        var attempts: [[Double]] = []
+        var maxPps = 0.0
+        for attempt in 1...max(1, settings.maxAttempts) {
+            let full = TrafficJob(mode: .fixedRate(offered), frameLength: settings.frameSize,
+                                  warmupNs: UInt64(settings.maxWarmupMs) * 1_000_000,
+                                  durationNs: UInt64(settings.maxSeconds) * 1_000_000_000, drainNs: 50_000_000)
+            generator.post(full)
+            guard full.wait(timeoutMs: (settings.maxSeconds + 30) * 1000), full.abortReason == nil, full.arrivalRate > 0 else {
+                result.error = "maximum: \(full.abortReason ?? "no frames came back")"
+                return result
+            }
+            attempts.append([full.offeredRate, full.arrivalRate])
+            let due = Double(full.sentMeasured + full.rxRingFull)
+            let overloaded = due > 0 && Double(full.rxRingFull) >= settings.overloadedFraction * due
+            maxPps = full.arrivalRate
+            result.maxPps = maxPps
+            result.maxOfferedPps = full.offeredRate
+            result.maxRxRingFull = full.rxRingFull
+            result.maxOverloaded = overloaded
+            say("[latency] \(kind.rawValue): \(fmt(full.arrivalRate / 1e6, 3)) Mpps back while offered \(fmt(full.offeredRate / 1e6, 3)) Mpps open loop (attempt \(attempt); \(overloaded ? "overloaded" : "not overloaded"))")
+            if overloaded { break }
+            offered *= settings.raise
+        }
+        result.maxAttempts = attempts
+        say("[latency] \(kind.rawValue): sustained maximum \(fmt(maxPps / 1e6, 3)) Mpps\(result.maxOverloaded == true ? "" : " (a lower bound: never overloaded)") (burst-fill estimate \(fmt(saturation.receivedRate / 1e6, 3)) Mpps)")
 
         for load in settings.loads {
             let rate = maxPps * load

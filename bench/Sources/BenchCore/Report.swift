@@ -12,9 +12,14 @@ public struct BenchReport: Codable, Sendable {
         public var startupReps: Int
         public var backendCPU: Int
         public var dutCPU: Int
+        /// The combinations part: A/B pairs, measured seconds and warm-up periods per row.
+        public var comboPairs: Int
+        public var comboSeconds: Int
+        public var comboWarmup: Int
 
         public init(pairs: Int, seconds: Int, warmup: Int, configs: [String], latencySeconds: Int,
-                    latencyLoads: [Double], startupReps: Int, backendCPU: Int, dutCPU: Int) {
+                    latencyLoads: [Double], startupReps: Int, backendCPU: Int, dutCPU: Int,
+                    comboPairs: Int = 3, comboSeconds: Int = 5, comboWarmup: Int = 2) {
             self.pairs = pairs
             self.seconds = seconds
             self.warmup = warmup
@@ -24,6 +29,9 @@ public struct BenchReport: Codable, Sendable {
             self.startupReps = startupReps
             self.backendCPU = backendCPU
             self.dutCPU = dutCPU
+            self.comboPairs = comboPairs
+            self.comboSeconds = comboSeconds
+            self.comboWarmup = comboWarmup
         }
     }
 
@@ -47,6 +55,8 @@ public struct BenchReport: Codable, Sendable {
     public var settings: Settings
     public var host: Host
     public var throughput: [ThroughputRow] = []
+    /// The 8 feature combinations (packed_vq × mrg_rxbuf × in_order), 64 B, one queue.
+    public var combos: [ThroughputRow] = []
     public var latency: [LatencyResult] = []
     public var startup: [StartupResult] = []
     public var notes: [String] = []

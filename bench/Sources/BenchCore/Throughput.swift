@@ -24,6 +24,13 @@ public struct ThroughputRun: Codable, Sendable {
     /// measured periods: how often other work took their core (0 on a quiet machine).
     public var dutPreemptionsPerSecond: Double?
     public var backendPreemptionsPerSecond: Double?
+    /// The features the backend accepted (its `negotiated Virtio features` line), and for
+    /// Ferry the ring line it logs per port: the check that the run is the configuration asked.
+    public var negotiated: NegotiatedFeatures?
+    public var ferryReported: NegotiatedFeatures?
+    /// Why this run is not the configuration asked (features that differ, or that could not be
+    /// read); nil when they match.
+    public var negotiationMismatch: String?
     public var error: String?
 }
 
@@ -39,7 +46,12 @@ public struct ThroughputPair: Codable, Sendable {
 public struct ThroughputRow: Codable, Sendable {
     public var config: String
     public var token: String
-    /// "ok", "pending" (not wired into Ferry yet) or "failed".
+    /// The features asked of both DUTs, "packed_vq=0,mrg_rxbuf=1,in_order=1".
+    public var requested: String
+    /// Every way a run's negotiated features differed from `requested`, "ferry: …" or
+    /// "testpmd: …", each once. Empty when every run negotiated what was asked; a row with
+    /// entries is flagged in the report, its rates belong to another configuration.
+    public var negotiationMismatches: [String]
     public var status: String
     public var reason: String?
     public var runs: [ThroughputRun]
@@ -55,6 +67,14 @@ public struct ThroughputRow: Codable, Sendable {
     public init(config: BenchConfig, status: String, reason: String?, runs: [ThroughputRun]) {
         self.config = config.name
         token = config.token
+        requested = config.featureArgs
+        var mismatches: [String] = []
+        for r in runs {
+            guard let m = r.negotiationMismatch else { continue }
+            let line = "\(r.dut.rawValue): \(m)"
+            if !mismatches.contains(line) { mismatches.append(line) }
+        }
+        negotiationMismatches = mismatches
         self.status = status
         self.reason = reason
         self.runs = runs
@@ -84,6 +104,12 @@ public struct ThroughputSettings: Sendable {
     public var workDir = "/tmp/ferry-bench"
     public var backendCPU = 0
     public var dutCPU = 1
+    /// Probe packed and multi-queue rows first and mark them pending when Ferry cannot run
+    /// them (the configurations part). The combinations part runs every row and flags runs
+    /// whose negotiated features differ instead.
+    public var probe = true
+    /// Log prefix: "[throughput]" or "[combos]".
+    public var label = "throughput"
     public init() {}
 }
 
@@ -101,9 +127,10 @@ public final class ThroughputBench {
 
     public func run() -> [ThroughputRow] {
         var rows: [ThroughputRow] = []
+        let tag = "[\(settings.label)]"
         for config in settings.configs {
-            if let reason = probe(config) {
-                say("[throughput] \(config.name): pending: \(reason)")
+            if settings.probe, let reason = probe(config) {
+                say("\(tag) \(config.name): pending: \(reason)")
                 rows.append(ThroughputRow(config: config, status: "pending", reason: reason, runs: []))
                 continue
             }
@@ -113,7 +140,8 @@ public final class ThroughputBench {
                     let r = runOnce(kind: kind, config: config, pair: pair)
                     let shown = r.mpps.map { fmt($0, 3) + " Mpps" } ?? "failed: \(r.error ?? "?")"
                     let preempted = "DUT preempted \(fmt(r.dutPreemptionsPerSecond ?? -1, 0))/s, backend \(fmt(r.backendPreemptionsPerSecond ?? -1, 0))/s"
-                    say("[throughput] \(config.name) pair \(pair)/\(settings.pairs) \(kind.rawValue): \(shown) (load \(fmt(r.loadAverage, 2)), \(preempted))")
+                    let negotiation = r.negotiationMismatch.map { ", NEGOTIATION DIFFERS: \($0)" } ?? ""
+                    say("\(tag) \(config.name) pair \(pair)/\(settings.pairs) \(kind.rawValue): \(shown) (load \(fmt(r.loadAverage, 2)), \(preempted))\(negotiation)")
                     runs.append(r)
                 }
             }
@@ -121,7 +149,7 @@ public final class ThroughputBench {
             let row = ThroughputRow(config: config, status: ok ? "ok" : "failed",
                                     reason: ok ? nil : runs.compactMap(\.error).first, runs: runs)
             if let m = row.medianRatio {
-                say("[throughput] \(config.name): median ratio ferry/testpmd \(fmt(m, 2)) (min \(fmt(row.minRatio ?? 0, 2)), max \(fmt(row.maxRatio ?? 0, 2)))")
+                say("\(tag) \(config.name): median ratio ferry/testpmd \(fmt(m, 2)) (min \(fmt(row.minRatio ?? 0, 2)), max \(fmt(row.maxRatio ?? 0, 2)))")
             }
             rows.append(row)
         }
@@ -140,7 +168,9 @@ public final class ThroughputBench {
         options.queues = queues
         options.forwardMode = "io"
         options.cores = "\(settings.backendCPU)"
-        options.logVhostMessages = false
+        // lib.vhost.config at debug: it prints the `negotiated Virtio features` line each run is
+        // checked against (and every message; control path only, nothing per packet).
+        options.logVhostMessages = true
         let backend = try TestpmdBackend(options: options, workDir: dir)
         try backend.waitForSockets(timeoutMs: 30_000)
         return backend
@@ -213,6 +243,7 @@ public final class ThroughputBench {
         result.periodsMpps = Self.periods(log: log, kind: kind, ports: 1).map { $0 / 1e6 }
         result.dutTxTotal = Self.lastCounter("TX-packets:", in: log)
         result.backendRxTotal = stats?.port(0)?.rxPackets
+        Self.checkNegotiation(&result, config: config, backendLog: BenchFiles.read(backend.logPath) ?? "", dutLog: log)
         if result.error == nil {
             if let m = RateSeries.steadyMean(samples, warmup: settings.warmup, count: settings.seconds), m > 0 {
                 result.mpps = m / 1e6
@@ -221,6 +252,28 @@ public final class ThroughputBench {
             }
         }
         return result
+    }
+
+    /// Fills the run's negotiated features from the backend's log (both DUTs) and Ferry's own
+    /// ring line (Ferry), and says what differs from `config`. A run that never connected has
+    /// nothing to check.
+    static func checkNegotiation(_ run: inout ThroughputRun, config: BenchConfig, backendLog: String, dutLog: String) {
+        run.negotiated = NegotiatedFeatures.fromBackendLog(backendLog)
+        var problems: [String] = []
+        if let n = run.negotiated {
+            problems += n.differences(from: config).map { "backend saw \($0)" }
+        } else if run.error == nil {
+            problems.append("no negotiated features in the backend's log")
+        }
+        if run.dut == .ferry {
+            run.ferryReported = NegotiatedFeatures.fromFerryLog(dutLog)
+            if let f = run.ferryReported {
+                problems += f.differences(from: config).map { "ferry logged \($0)" }
+            } else if run.error == nil {
+                problems.append("no ring line in ferry's log")
+            }
+        }
+        run.negotiationMismatch = problems.isEmpty ? nil : problems.joined(separator: "; ")
     }
 
     /// The per-period Rx-pps of a DUT log. testpmd prints a block as forwarding starts, before

@@ -14,7 +14,10 @@ usage: ferry-bench --ferry PATH --out FILE [options]
   --configs LIST        split-64,split-1518,packed-64,packed-1518,split-64-2q (all of these)
   --latency-seconds L   seconds per latency load point (5)
   --startup-reps R      start-up runs per DUT (5)
-  --only LIST           throughput,latency,startup (all); profile runs only when named
+  --only LIST           throughput,combos,latency,startup (all); profile runs only when named
+  --combo-pairs N       A/B pairs per feature combination (3)
+  --combo-seconds S     measured seconds per combination run (5)
+  --combo-warmup W      warm-up periods per combination run (2)
   --ferry-stripped PATH the ferry copy without debug info that valgrind runs (profile)
   --profile-seconds N   seconds of forwarding under callgrind (10)
   --profile-out FILE    where the profile runs are listed (JSON)
@@ -43,7 +46,10 @@ var warmup = 3
 var configTokens = ["split-64", "split-1518", "packed-64", "packed-1518", "split-64-2q"]
 var latencySeconds = 5
 var startupReps = 5
-var only: Set<String> = ["throughput", "latency", "startup"]
+var only: Set<String> = ["throughput", "combos", "latency", "startup"]
+var comboPairs = 3
+var comboSeconds = 5
+var comboWarmup = 2
 var work = "/tmp/ferry-bench-\(getpid())"
 var backendCPU = 0
 var dutCPU = 1
@@ -73,6 +79,9 @@ while !args.isEmpty {
     case "--latency-seconds": latencySeconds = max(1, number())
     case "--startup-reps": startupReps = max(1, number())
     case "--only": only = Set(value().split(separator: ",").map(String.init))
+    case "--combo-pairs": comboPairs = max(1, number())
+    case "--combo-seconds": comboSeconds = max(1, number())
+    case "--combo-warmup": comboWarmup = number()
     case "--work": work = value()
     case "--backend-cpu": backendCPU = number()
     case "--dut-cpu": dutCPU = number()
@@ -109,7 +118,8 @@ var report = BenchReport(
     date: BenchReport.now(),
     settings: .init(pairs: pairs, seconds: seconds, warmup: warmup, configs: configs.map(\.name),
                     latencySeconds: latencySeconds, latencyLoads: [0.1, 0.5, 0.9], startupReps: startupReps,
-                    backendCPU: backendCPU, dutCPU: dutCPU),
+                    backendCPU: backendCPU, dutCPU: dutCPU, comboPairs: comboPairs, comboSeconds: comboSeconds,
+                    comboWarmup: comboWarmup),
     host: .init(cpus: sysconf(Int32(_SC_NPROCESSORS_ONLN)), loadAverageStart: BenchFiles.loadAverage(), loadAverageEnd: 0,
                 kernel: (BenchFiles.read("/proc/sys/kernel/osrelease") ?? "").trimmingCharacters(in: .whitespacesAndNewlines),
                 testpmd: testpmdVersion))
@@ -135,6 +145,25 @@ if only.contains("throughput") {
     s.backendCPU = backendCPU
     s.dutCPU = dutCPU
     report.throughput = ThroughputBench(settings: s, say: say).run()
+    save()
+}
+
+if only.contains("combos") {
+    // Every packed_vq × mrg_rxbuf × in_order combination, 64 B, one queue: no probe, every row
+    // runs, and a run whose negotiated features differ from the request is flagged.
+    var s = ThroughputSettings()
+    s.pairs = comboPairs
+    s.seconds = comboSeconds
+    s.warmup = comboWarmup
+    s.configs = BenchConfig.combinations
+    s.ferryBinary = ferry
+    s.workDir = work + "/combos"
+    s.backendCPU = backendCPU
+    s.dutCPU = dutCPU
+    s.probe = false
+    s.label = "combos"
+    BenchFiles.makeDirectory(s.workDir)
+    report.combos = ThroughputBench(settings: s, say: say).run()
     save()
 }
 

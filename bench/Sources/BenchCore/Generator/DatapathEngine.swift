@@ -76,7 +76,7 @@ struct DatapathEngine {
         var highestSeq: UInt64 = 0
         var anyReceived = false
         var sentTotal: UInt64 = 0, sentMeasured: UInt64 = 0, ringFull: UInt64 = 0
-        var receivedTotal: UInt64 = 0, receivedMeasured: UInt64 = 0
+        var receivedTotal: UInt64 = 0, receivedMeasured: UInt64 = 0, arrived: UInt64 = 0
         var reordered: UInt64 = 0, foreign: UInt64 = 0, bad: UInt64 = 0, interrupts: UInt64 = 0
         let jobID = job.id
         var firstReceive: UInt64 = 0
@@ -160,6 +160,7 @@ struct DatapathEngine {
             let n = min(tx.pointee.available(), Self.batch)
             if n > 0 {
                 let rxNow = ferry_monotonic_ns()
+                let arrivedNow: UInt64 = rxNow >= windowStart && rxNow < windowEnd ? 1 : 0
                 var i = 0
                 while i < n {
                     i &+= 1
@@ -167,6 +168,7 @@ struct DatapathEngine {
                     if let frame = frameStart(ring: tx, head: head, header: header) {
                         if let f = GenFrame.read(at: frame), f.job == jobID {
                             receivedTotal &+= 1
+                            arrived &+= arrivedNow
                             if anyReceived && f.seq <= highestSeq {
                                 reordered &+= 1
                             } else {
@@ -203,6 +205,7 @@ struct DatapathEngine {
         job.rxRingFull = ringFull
         job.receivedTotal = receivedTotal
         job.receivedMeasured = receivedMeasured
+        job.arrivedInWindow = arrived
         job.reordered = reordered
         job.foreign = foreign
         job.badFrames = bad

@@ -48,6 +48,9 @@ public final class TrafficJob: @unchecked Sendable {
     /// Frames of this job back from the DUT's TX ring, in total and within the window.
     public internal(set) var receivedTotal: UInt64 = 0
     public internal(set) var receivedMeasured: UInt64 = 0
+    /// Frames of this job back from the DUT's TX ring *during* the window, whenever they were
+    /// sent: what the DUT returned per unit of time, the sustained rate under overload.
+    public internal(set) var arrivedInWindow: UInt64 = 0
     /// Frames back with a lower sequence number than one already seen (late or duplicate).
     public internal(set) var reordered: UInt64 = 0
     /// Frames back that were not this job's (other jobs' stragglers, the DUT's own frames).
@@ -112,6 +115,11 @@ public final class TrafficJob: @unchecked Sendable {
     /// The rate the DUT returned frames within the window, frames per second.
     public var receivedRate: Double {
         durationNs == 0 ? 0 : Double(receivedMeasured) / (Double(durationNs) / 1e9)
+    }
+
+    /// Frames back per second during the window (by arrival time): the rate the DUT sustained.
+    public var arrivalRate: Double {
+        durationNs == 0 ? 0 : Double(arrivedInWindow) / (Double(durationNs) / 1e9)
     }
 
     /// The rate the generator offered within the window (accepted or not).
