@@ -112,6 +112,28 @@ extension PackedRing {
             guard PackedRingFlags.isUsed(flags: flags, wrap: usedWrap) else { break }
             let id = UInt16(littleEndian: d.load(fromByteOffset: PackedRingLayout.descIdOffset, as: UInt16.self))
             budget &-= 1
+            // The usual case (DPDK's vhost on RX): a batch of one, naming the oldest chain,
+            // found where that chain starts. That chain is in flight and published (budget
+            // > 0 means a published chain is in flight, and the oldest is published first).
+            if id == oldestPosition && usedPosition == oldestPosition {
+                let s = state + Int(id)
+                let chainLength = s.pointee.chainLength
+                cookies[produced] = s.pointee.cookie
+                if let lengths {
+                    let length = UInt32(littleEndian: d.load(fromByteOffset: PackedRingLayout.descLenOffset, as: UInt32.self))
+                    lengths[produced] = validatedLength(s.pointee.writableLength, usedLength: length)
+                }
+                produced &+= 1
+                s.pointee.chainLength = 0
+                _numFree &+= Int(chainLength)
+                _inFlight &-= 1
+                let next = Self.advance(id, by: chainLength, queueSize: queueSize)
+                oldestPosition = next.position
+                if next.flipped { oldestWrap.toggle() }
+                usedPosition = oldestPosition
+                usedWrap = oldestWrap
+                continue
+            }
             guard isCompletable(id) else {
                 _invalidUsedIds &+= 1
                 advanceUsed(by: 1)
