@@ -161,29 +161,44 @@ extension PackedRing {
     @inlinable
     mutating func drainBatch(cookies: UnsafeMutablePointer<UInt32>, lengths: UnsafeMutablePointer<UInt32>?,
                              max: Int, produced: inout Int) {
-        while produced < max && _inFlight > 0 {
-            let head = oldestPosition
-            let s = state + Int(head)
+        // The ring's fields are copied to locals for the loop: the stores into the side table
+        // below could alias them as far as the compiler knows, and would make it reload and
+        // re-store every field per chain.
+        var oldest = oldestPosition
+        var wrap = oldestWrap
+        var free = _numFree
+        var inFlight = _inFlight
+        var p = produced
+        let target = batchId
+        let size = queueSize
+        var finished = false
+        while p < max && inFlight > 0 {
+            let s = state + Int(oldest)
             let chainLength = s.pointee.chainLength
-            let last = head == batchId
-            cookies[produced] = s.pointee.cookie
+            let last = oldest == target
+            cookies[p] = s.pointee.cookie
             if let lengths {
-                lengths[produced] = last ? validatedLength(s.pointee.writableLength, usedLength: batchLength)
-                                         : s.pointee.writableLength
+                lengths[p] = last ? validatedLength(s.pointee.writableLength, usedLength: batchLength)
+                                  : s.pointee.writableLength
             }
-            produced &+= 1
+            p &+= 1
             s.pointee.chainLength = 0
-            _numFree &+= Int(chainLength)
-            _inFlight &-= 1
-            let next = Self.advance(head, by: chainLength, queueSize: queueSize)
-            oldestPosition = next.position
-            if next.flipped { oldestWrap.toggle() }
+            free &+= Int(chainLength)
+            inFlight &-= 1
+            let next = Self.advance(oldest, by: chainLength, queueSize: size)
+            oldest = next.position
+            if next.flipped { wrap.toggle() }
             if last {
-                batchPending = false
-                return
+                finished = true
+                break
             }
         }
-        if _inFlight == 0 { batchPending = false }
+        oldestPosition = oldest
+        oldestWrap = wrap
+        _numFree = free
+        _inFlight = inFlight
+        produced = p
+        if finished || inFlight == 0 { batchPending = false }
     }
 
     /// True when `id` names a chain the device may complete: in range, in flight, published.

@@ -154,13 +154,23 @@ extension SplitRing {
     @inlinable
     mutating func reclaimUsedInOrder(cookies: UnsafeMutablePointer<UInt32>, max: Int) -> Int {
         let budget = usedBudget(max: max)
+        // Locals for the loop: the side-table stores could alias the ring's fields as far as
+        // the compiler knows, and would make it reload and re-store them per chain.
+        var slot = oldestSlot
+        var freed = 0
         var produced = 0
         while produced < budget {
-            let head = availHeads[Int(oldestSlot & mask)]
-            cookies[produced] = state[Int(head)].cookie
+            let head = Int(availHeads[Int(slot & mask)])
+            cookies[produced] = state[head].cookie
+            freed &+= Int(state[head].chainLength)
+            state[head].chainLength = 0
+            slot &+= 1
             produced &+= 1
-            freeOldestInOrder(head)
         }
+        oldestSlot = slot
+        _numFree &+= freed
+        _inFlight &-= produced
+        _lastUsedIndex &+= UInt16(truncatingIfNeeded: produced)
         batchLeft = batchLeft > budget ? batchLeft &- budget : 0
         return produced
     }
