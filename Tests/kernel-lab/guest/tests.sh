@@ -160,16 +160,24 @@ wait_rx() {
     echo "ferry-lab: Ferry's periodic stats showed ${seen:-nothing} of $2 frames"
 }
 
-# cli_tap_txonly <config>: `ferry run` txonly on a persistent tap for 2 s. Every frame Ferry
-# counts as sent, less those the kernel had not taken from the TX ring at stop, is a frame the
-# tap received (its rx counter; nothing else writes into a tap), with the template's length;
-# every frame the tap-peer captured is the txonly UDP frame, built there from its rules; and
-# the tap carries the port's MAC.
+# cli_tap_txonly <config> [txpkts]: `ferry run` txonly on a persistent tap for 2 s. Every
+# frame Ferry counts as sent, less those the kernel had not taken from the TX ring at stop, is
+# a frame the tap received (its rx counter; nothing else writes into a tap), with the
+# template's length; every frame the tap-peer captured is the txonly UDP frame, built there
+# from its rules; and the tap carries the port's MAC. With txpkts naming several segments
+# (e.g. 2000,2000,2000,2000: 8000-byte frames of four buffers), each frame is a chain; the
+# kernel offers INDIRECT_DESC, so Ferry must say it took it, and the chain goes through an
+# indirect table the kernel reads.
 cli_tap_txonly() {
-    conf="$1"
+    conf="$1"; txpkts="${2:-64}"
     iface=$(conf_value "$conf" port.0.iface); src=$(conf_value "$conf" port.0.mac)
-    dst=$(conf_value "$conf" eth_peer.0); len=64
+    dst=$(conf_value "$conf" eth_peer.0)
+    len=0; saved_ifs=$IFS; IFS=,
+    for seg in $txpkts; do len=$((len + seg)); done
+    IFS=$saved_ifs
     "$IP" tuntap add dev "$iface" mode tap vnet_hdr || return 1
+    # Frames above the default MTU must still be taken in (the tap drops them otherwise).
+    [ "$len" -gt 1514 ] && { "$IP" link set dev "$iface" mtu 9000 || return 1; }
     "$IP" link set dev "$iface" up || return 1
     rm -f "/tmp/$iface.ready" "/tmp/$iface.stop"
     timeout 120 "$LAB/tap-peer" --capture-udp "$iface" "$src" "$dst" "$len" "/tmp/$iface.ready" "/tmp/$iface.stop" 100 \
@@ -178,7 +186,7 @@ cli_tap_txonly() {
     wait_for "/tmp/$iface.ready" 100 || { echo "ferry-lab: tap-peer did not bind to $iface"; kill "$peer"; return 1; }
     rx0=$(netstat "$iface" rx_packets); rxb0=$(netstat "$iface" rx_bytes); rxd0=$(netstat "$iface" rx_dropped)
     ok=0
-    ferry_start cli-txonly "$conf" duration=2 stats_period=0 txpkts="$len" || ok=1
+    ferry_start cli-txonly "$conf" duration=2 stats_period=0 txpkts="$txpkts" || ok=1
     [ "$ok" -eq 0 ] && { ferry_finish cli-txonly || ok=1; }
     rx=$(( $(netstat "$iface" rx_packets) - rx0 )); rxb=$(( $(netstat "$iface" rx_bytes) - rxb0 ))
     rxd=$(( $(netstat "$iface" rx_dropped) - rxd0 ))
@@ -199,7 +207,11 @@ cli_tap_txonly() {
         [ "$(json_port $j 0 link_up)" = true ] || { echo "ferry-lab: WRONG: link_up is not true"; ok=1; }
         mac=$(cat "/sys/class/net/$iface/address")
         [ "$mac" = "$src" ] || { echo "ferry-lab: WRONG: tap MAC $mac, expected port.0.mac $src"; ok=1; }
-        [ "$ok" -eq 0 ] && echo "ferry-lab: cli txonly: $tx frames sent in 2 s, $rx on the tap, $left left in the ring, tap MAC $mac"
+        if [ "$txpkts" != "$len" ]; then
+            grep -q "indirect on" /tmp/cli-txonly.log \
+                || { echo "ferry-lab: WRONG: Ferry did not report indirect on:"; grep "ring," /tmp/cli-txonly.log; ok=1; }
+        fi
+        [ "$ok" -eq 0 ] && echo "ferry-lab: cli txonly: $tx frames of $len bytes (txpkts $txpkts) sent in 2 s, $rx on the tap, $left left in the ring, tap MAC $mac"
     fi
     "$IP" link del dev "$iface" 2>/dev/null
     return "$ok"
@@ -327,6 +339,7 @@ check vhost-net-default-tap-name timeout 30 "$DRIVER" kernel-default-name
 check vhost-net-tap vhost_net_tap ferrytap0 1 128
 check vhost-net-multiqueue-tap vhost_net_tap ferrymq0 2 64
 check cli-vhost-net-txonly cli_tap_txonly "$CONFIGS/kernel-tap.conf"
+check cli-vhost-net-txonly-chained-indirect cli_tap_txonly "$CONFIGS/kernel-tap.conf" 2000,2000,2000,2000
 check cli-vhost-net-rxonly cli_tap_rxonly "$CONFIGS/kernel-tap.conf" 1000 "" fwd=rxonly
 check cli-vhost-net-multiqueue-rxonly cli_tap_rxonly "$CONFIGS/kernel-multiqueue.conf" 1000 multi_queue
 if check vdpa-device-created vdpa_device; then
