@@ -93,7 +93,8 @@ struct ConfigBuilder {
             statsPeriod: int(.global(.stats_period)) ?? defaults.statsPeriod,
             duration: seconds(.global(.duration)) ?? defaults.duration,
             statsJSON: text(.global(.stats_json)),
-            rxMode: rxMode() ?? defaults.rxMode)
+            rxMode: rxMode() ?? defaults.rxMode,
+            maxPacketLength: int(.global(.max_pkt_len)) ?? defaults.maxPacketLength)
     }
 
     // MARK: - Cross-key checks
@@ -229,6 +230,8 @@ struct ConfigBuilder {
             case .duration: return .seconds(try ValueParser.seconds(text, key: name))
             case .stats_json: return .text(text)
             case .rx_mode: return .rxMode(try ValueParser.choice(text, key: name, as: RxMode.self))
+            case .max_pkt_len:
+                return .int(try ValueParser.integer(text, key: name, range: 64...FerryConfiguration.largestFrame))
             }
         case .port(_, let field):
             switch field {

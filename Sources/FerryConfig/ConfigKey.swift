@@ -1,6 +1,6 @@
 /// Keys that apply to the whole run.
 enum GlobalKey: String, CaseIterable, Sendable {
-    case fwd, burst, txpkts, tx_first, cores, port_topology, stats_period, duration, stats_json, rx_mode
+    case fwd, burst, txpkts, tx_first, cores, port_topology, stats_period, duration, stats_json, rx_mode, max_pkt_len
 }
 
 /// The `port.N.<field>` fields: DPDK virtio-user devarg names.

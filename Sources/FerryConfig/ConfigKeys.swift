@@ -22,6 +22,8 @@ public enum ConfigKeys {
         ("txpkts", "64",
          "Comma-separated segment lengths of generated frames; total 42...9000"),
         ("tx_first", "0", "Bursts to send on each stream before forwarding"),
+        ("max_pkt_len", "9216",
+         "Largest frame received, 64...9216 bytes; without mrg_rxbuf each RX buffer chain holds one"),
         ("cores", "(automatic)", "Worker CPUs: a comma list of ids and ranges, e.g. 1,3-5"),
         ("eth_peer.N", "02:00:00:00:00:0N", "Destination MAC for frames sent on port N"),
         ("port_topology", "paired", "Port pairing: paired, chained, loop"),

@@ -113,12 +113,20 @@ public struct FerryConfiguration: Sendable, Equatable {
     /// File to write final statistics to as JSON.
     public var statsJSON: String?
     public var rxMode: RxMode
+    /// The largest frame received, header excluded (testpmd's `--max-pkt-len`), 64...9216.
+    /// Longer frames are dropped and counted as RX errors. Without MRG_RXBUF each posted RX
+    /// chain is sized for it (virtio 1.2 §5.1.6.3.1), so a smaller value means fewer buffers
+    /// per chain and more frames per ring.
+    public var maxPacketLength: Int
+    /// The most `maxPacketLength` may be: a 9000-byte payload with Ethernet and VLAN headers,
+    /// rounded up.
+    public static let largestFrame = 9216
 
     public init(ports: [PortConfig], fwd: ForwardingMode = .io, burst: Int = 32,
                 txPackets: [Int] = [64], txFirst: Int = 0, cores: [Int]? = nil,
                 ethPeers: [Int: MACAddress] = [:], portTopology: PortTopology = .paired,
                 statsPeriod: Int = 0, duration: Double = 0, statsJSON: String? = nil,
-                rxMode: RxMode = .poll) {
+                rxMode: RxMode = .poll, maxPacketLength: Int = FerryConfiguration.largestFrame) {
         self.ports = ports
         self.fwd = fwd
         self.burst = burst
@@ -135,6 +143,7 @@ public struct FerryConfiguration: Sendable, Equatable {
         self.duration = duration
         self.statsJSON = statsJSON
         self.rxMode = rxMode
+        self.maxPacketLength = maxPacketLength
     }
 
     /// The destination MAC `mac` mode writes for frames sent on `port`.

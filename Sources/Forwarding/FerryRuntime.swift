@@ -93,7 +93,7 @@ public final class FerryRuntime: @unchecked Sendable {
         // Worker caches give their buffers back to the pool as they go, and the rings live in
         // the shared memory: both must outlive the workers and ports, on every exit path.
         defer { withExtendedLifetime((memory, pool)) {} }
-        for port in ports { try port.prepare(burst: config.burst, dataRoom: dataRoom) }
+        for port in ports { try port.prepare(burst: config.burst, dataRoom: dataRoom, maxFrameLength: config.maxPacketLength) }
 
         var setupCache = pool.makeCache(capacity: 1024)
         defer { setupCache.release() }
@@ -358,14 +358,14 @@ public final class FerryRuntime: @unchecked Sendable {
 }
 
 extension FerryRuntime {
-    /// `txpkts`: a frame of up to `RxQueue.maxFrameLength` bytes, each segment fitting one
+    /// `txpkts`: a frame of up to `FerryConfiguration.largestFrame` bytes, each segment fitting one
     /// buffer's data room (testpmd's `set txpkts` has the same rule against its mbuf size).
     /// Several segments make a chained frame; its head must hold the Ethernet header and the
     /// whole frame the UDP template.
     static func checkTxPackets(_ segments: [Int], dataRoom: Int) throws {
         let total = segments.reduce(0, +)
-        guard total <= RxQueue.maxFrameLength else {
-            throw RuntimeError.config("txpkts: \(total) bytes exceed the largest frame, \(RxQueue.maxFrameLength) bytes")
+        guard total <= FerryConfiguration.largestFrame else {
+            throw RuntimeError.config("txpkts: \(total) bytes exceed the largest frame, \(FerryConfiguration.largestFrame) bytes")
         }
         for s in segments where s > dataRoom {
             throw RuntimeError.config("txpkts: a \(s)-byte segment does not fit one \(dataRoom)-byte buffer")

@@ -54,7 +54,7 @@ final class Port {
     }
 
     /// Negotiates features and builds the queues on the device's rings.
-    func prepare(burst: Int, dataRoom: Int) throws {
+    func prepare(burst: Int, dataRoom: Int, maxFrameLength: Int = FerryConfiguration.largestFrame) throws {
         try device.negotiate()
         macBytes.initialize(from: device.mac, count: 6)
         let headerSize = VirtioNetHeader.size(for: device.features)
@@ -62,7 +62,8 @@ final class Port {
         for q in 0..<queues {
             let rx = UnsafeMutablePointer<RxQueue>.allocate(capacity: 1)
             rx.initialize(to: RxQueue(ring: device.rings[2 * q], kickFD: device.kickFDs[2 * q], callFD: device.callFDs[2 * q],
-                                      headerSize: headerSize, dataRoom: dataRoom, mergeable: mergeable, burst: burst))
+                                      headerSize: headerSize, dataRoom: dataRoom, mergeable: mergeable, burst: burst,
+                                      maxFrameLength: maxFrameLength))
             rxQueues.append(rx)
             let tx = UnsafeMutablePointer<TxQueue>.allocate(capacity: 1)
             tx.initialize(to: TxQueue(ring: device.rings[2 * q + 1], kickFD: device.kickFDs[2 * q + 1],

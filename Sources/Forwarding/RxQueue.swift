@@ -1,3 +1,4 @@
+import FerryConfig
 import Virtio
 import VirtioUser
 
@@ -15,9 +16,9 @@ import VirtioUser
 ///   frame; a received frame keeps the buffers its used length needs, the rest go back.
 /// Either way `lengths[i]` is the whole frame, and the head segment holds at least 14 bytes.
 struct RxQueue {
-    /// The largest frame received (testpmd's default max-pkt-len for jumbo: 9216 would also
-    /// carry a VLAN-tagged 9000-byte payload).
-    static let maxFrameLength = 9216
+    /// The largest frame received (`max_pkt_len`, at most `FerryConfiguration.largestFrame`):
+    /// longer ones are dropped and counted in `errors`.
+    let maxFrameLength: Int
 
     let ring: VirtqueueRing
     let kickFD: EventFD
@@ -31,7 +32,8 @@ struct RxQueue {
     let mergeable: Bool
     /// Buffers per posted descriptor chain: 1 with MRG_RXBUF, else enough for the largest frame.
     let chainBuffers: Int
-    /// The most buffers a merged frame may span: what a `maxFrameLength` frame needs.
+    /// The most buffers a merged frame may span: what the largest frame any device may send
+    /// (`FerryConfiguration.largestFrame`) needs.
     let maxMergeBuffers: Int
     /// Runts, oversized and malformed multi-buffer frames dropped here.
     var errors: UInt64 = 0
@@ -39,7 +41,8 @@ struct RxQueue {
     let refillThreshold: Int
 
     init(ring: VirtqueueRing, kickFD: EventFD, callFD: EventFD, headerSize: Int, dataRoom: Int,
-         mergeable: Bool, burst: Int) {
+         mergeable: Bool, burst: Int, maxFrameLength: Int = FerryConfiguration.largestFrame) {
+        self.maxFrameLength = maxFrameLength
         self.ring = ring
         self.kickFD = kickFD
         self.callFD = callFD
@@ -47,9 +50,12 @@ struct RxQueue {
         self.dataRoom = dataRoom
         postedLength = UInt32(headerSize + dataRoom)
         self.mergeable = mergeable
-        let buffersForMax = (Self.maxFrameLength + dataRoom - 1) / dataRoom
+        let buffersForMax = (maxFrameLength + dataRoom - 1) / dataRoom
         chainBuffers = mergeable ? 1 : max(1, buffersForMax)
-        maxMergeBuffers = max(1, (headerSize + Self.maxFrameLength + headerSize + dataRoom - 1) / (headerSize + dataRoom))
+        // From the largest frame any device may send, not `maxFrameLength`: a frame over the
+        // limit is still taken whole (then dropped), so its tail is never read as a frame.
+        let largest = FerryConfiguration.largestFrame
+        maxMergeBuffers = max(1, (headerSize + largest + headerSize + dataRoom - 1) / (headerSize + dataRoom))
         let chainSlots = mergeable ? 1 : chainBuffers
         refillThreshold = max(chainSlots, min(burst * chainSlots, Int(ring.queueSize) / 4))
     }
@@ -73,6 +79,7 @@ struct RxQueue {
         var out = 0
         var i = 0
         let minimum = UInt32(headerSize + 14)
+        let maximum = UInt32(headerSize + maxFrameLength)
         while i < n {
             let buf = bufs[i]
             let length = lengths[i]
@@ -91,7 +98,7 @@ struct RxQueue {
                     continue
                 }
             }
-            if length < minimum {
+            if length < minimum || length > maximum {
                 errors &+= 1
                 cache.freeChain(buf)
                 continue
@@ -186,7 +193,7 @@ struct RxQueue {
             if l == 0 { bad = true }
             total &+= Int(l)
         }
-        if bad || total > Self.maxFrameLength {
+        if bad || total > maxFrameLength {
             errors &+= 1
             cache.freeChain(head)
             return 0

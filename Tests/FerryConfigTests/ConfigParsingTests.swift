@@ -160,6 +160,16 @@ final class ConfigParsingTests: XCTestCase {
         XCTAssertEqual(two.ports.map(\.indirect), [false, true])
     }
 
+    func testMaxPktLenDefaultsToJumboAndIsBounded() throws {
+        XCTAssertEqual(try parse(["port.0.path = /a"]).maxPacketLength, 9216)
+        XCTAssertEqual(try parse(["port.0.path = /a", "max_pkt_len = 1518"]).maxPacketLength, 1518)
+        XCTAssertEqual(try parse(["port.0.path = /a"], overrides: ["max_pkt_len=64"]).maxPacketLength, 64)
+        let message = rejection(["port.0.path = /a", "max_pkt_len = 9217"])
+        XCTAssertTrue(message?.contains("max_pkt_len") ?? false, message ?? "")
+        XCTAssertNotNil(rejection(["port.0.path = /a", "max_pkt_len = 63"]))
+        XCTAssertNotNil(rejection(["port.0.path = /a", "max_pkt_len = big"]))
+    }
+
     func testIndirectKeyTakesOnlyAFlag() {
         let message = rejection(["port.0.path = /a", "port.0.indirect = 2"])
         XCTAssertTrue(message?.contains("port.0.indirect: '2' is not 0 or 1") ?? false, message ?? "")
@@ -186,7 +196,7 @@ final class ConfigParsingTests: XCTestCase {
             "mrg_rxbuf": "0", "in_order": "0", "packed_vq": "1", "cq": "1", "reconnect_ms": "10",
             "iface": "tap1", "indirect": "0", "fwd": "txonly", "burst": "1", "txpkts": "60", "tx_first": "3", "cores": "1",
             "eth_peer.N": "02:00:00:00:00:08", "port_topology": "loop", "stats_period": "1",
-            "duration": "1", "stats_json": "/tmp/s.json", "rx_mode": "poll",
+            "duration": "1", "stats_json": "/tmp/s.json", "rx_mode": "poll", "max_pkt_len": "1518",
         ]
         for entry in ConfigKeys.reference {
             let key = entry.key.replacingFirst("N", with: "0")

@@ -22,7 +22,7 @@ final class MultiBufferHostileRxTests: XCTestCase {
         var device: DeviceSplitRing
     }
 
-    private func makeHarness(mergeable: Bool) throws -> Harness {
+    private func makeHarness(mergeable: Bool, maxFrameLength: Int = 9216) throws -> Harness {
         let memory = try SharedMemory(size: 4 * SharedMemory.hugepageSize, name: "ferry-mbhostile")
         let pool = try PacketPool(memory: memory, count: 600)
         var cache = pool.makeCache(capacity: 128)
@@ -32,7 +32,8 @@ final class MultiBufferHostileRxTests: XCTestCase {
         let ring = UnsafeMutablePointer<SplitRing>.allocate(capacity: 1)
         ring.initialize(to: SplitRing(memory: ringMemory, queueSize: queueSize, eventIdx: false, inOrder: false))
         var rx = RxQueue(ring: .split(ring), kickFD: try EventFD.make(), callFD: try EventFD.make(),
-                         headerSize: headerSize, dataRoom: pool.dataRoom, mergeable: mergeable, burst: 32)
+                         headerSize: headerSize, dataRoom: pool.dataRoom, mergeable: mergeable, burst: 32,
+                         maxFrameLength: maxFrameLength)
         rx.refill(cache: &cache)
         // Ferry's addresses are its own virtual addresses: the "device" maps them 1:1.
         let device = DeviceSplitRing(queueSize: queueSize, desc: ring.pointee.descTable, avail: ring.pointee.availRing,
@@ -141,6 +142,37 @@ final class MultiBufferHostileRxTests: XCTestCase {
         try deliver(&h, frameBytes: Array(big[2048...]), numBuffers: nil)
         XCTAssertEqual(receive(&h, max: 2), [small, big])
         XCTAssertEqual(h.rx.errors, 0)
+        assertNoBufferLost(h)
+        tearDown(&h)
+    }
+
+    /// `max_pkt_len` sizes the non-mergeable chains: at 1518 a chain is one buffer, so the ring
+    /// holds a frame per descriptor (as testpmd's virtio RX posts one mbuf per descriptor), and
+    /// a frame longer than the limit is dropped and counted, its buffers kept.
+    func testMaxPktLenSizesChainsAndDropsLongerFrames() throws {
+        var h = try makeHarness(mergeable: false, maxFrameLength: 1518)
+        XCTAssertEqual(h.rx.chainBuffers, 1)
+        XCTAssertEqual(h.ring.pointee.inFlight, Int(queueSize), "one frame per descriptor")
+        let fits = frame(1518, 1), tooLong = frame(1519, 2), small = frame(60, 3)
+        try deliver(&h, frameBytes: fits, numBuffers: 0)
+        try deliver(&h, frameBytes: tooLong, numBuffers: 0)
+        try deliver(&h, frameBytes: small, numBuffers: 0)
+        XCTAssertEqual(receive(&h), [fits, small])
+        XCTAssertEqual(h.rx.errors, 1)
+        assertNoBufferLost(h)
+        tearDown(&h)
+    }
+
+    /// With MRG_RXBUF the limit applies to whole frames, one buffer or several.
+    func testMaxPktLenWithMergeableBuffers() throws {
+        var h = try makeHarness(mergeable: true, maxFrameLength: 1518)
+        let fits = frame(1518, 1), oneBufferTooLong = frame(2000, 2), merged = frame(3000, 3)
+        try deliver(&h, frameBytes: fits, numBuffers: 1)
+        try deliver(&h, frameBytes: oneBufferTooLong, numBuffers: 1)
+        try deliver(&h, frameBytes: Array(merged[0..<2048]), numBuffers: 2)
+        try deliver(&h, frameBytes: Array(merged[2048...]), numBuffers: nil)
+        XCTAssertEqual(receive(&h), [fits])
+        XCTAssertEqual(h.rx.errors, 2)
         assertNoBufferLost(h)
         tearDown(&h)
     }

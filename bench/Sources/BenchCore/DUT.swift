@@ -141,6 +141,9 @@ public struct DUTLaunch {
             text += "port.0.mrg_rxbuf = \(config.mrgRxbuf ? 1 : 0)\n"
             text += "port.0.in_order = \(config.inOrder ? 1 : 0)\n"
             text += "fwd = io\nburst = 32\n"
+            // testpmd's default --max-pkt-len: without mrg_rxbuf both DUTs then post one
+            // buffer per RX frame (Ferry's default, 9216, posts five).
+            text += "max_pkt_len = 1518\n"
             text += "tx_first = \(txFirst ? 1 : 0)\n"
             text += "txpkts = \(config.frameSize)\n"
             text += "cores = \(cpu)\n"
