@@ -66,8 +66,10 @@ final class Port {
                                       maxFrameLength: maxFrameLength))
             rxQueues.append(rx)
             let tx = UnsafeMutablePointer<TxQueue>.allocate(capacity: 1)
+            // num_buffers on TX: left as received for software backends, which never read it;
+            // cleared for vDPA, whose hardware may check it (virtio 1.2 §5.1.6.2.1).
             tx.initialize(to: TxQueue(ring: device.rings[2 * q + 1], kickFD: device.kickFDs[2 * q + 1],
-                                      headerSize: headerSize))
+                                      headerSize: headerSize, clearNumBuffers: device.kind == .vhostVdpa))
             txQueues.append(tx)
         }
         FerryLog.info("port \(index) (\(config.path)): \(device.usesPackedRings ? "packed" : "split") ring, queue_size \(config.queueSize), queues \(queues), mrg_rxbuf \(mergeable ? "on" : "off"), in_order \(device.features.contains(.inOrder) ? "on" : "off"), indirect \(device.features.contains(.ringIndirectDesc) ? "on" : "off"), MAC \(VirtioUserDevice.format(mac: device.mac))")

@@ -11,6 +11,8 @@ struct TxQueue {
     let ring: VirtqueueRing
     let kickFD: EventFD
     let headerSize: Int
+    /// Whether TX headers must carry `num_buffers` = 0 (see `VirtioNetHeader.prepareTransmit`).
+    let clearNumBuffers: Bool
     /// Scratch for reclaim: the ring writes completed cookies here.
     let scratchCookies: UnsafeMutablePointer<UInt32>
     let scratchCapacity: Int
@@ -20,10 +22,11 @@ struct TxQueue {
     /// drops it with the rest of the burst). Far above what RX or txpkts produce.
     static let maxSegments = 64
 
-    init(ring: VirtqueueRing, kickFD: EventFD, headerSize: Int) {
+    init(ring: VirtqueueRing, kickFD: EventFD, headerSize: Int, clearNumBuffers: Bool = true) {
         self.ring = ring
         self.kickFD = kickFD
         self.headerSize = headerSize
+        self.clearNumBuffers = clearNumBuffers
         scratchCapacity = Int(ring.queueSize)
         scratchCookies = .allocate(capacity: scratchCapacity)
         chainScratch = .allocate(capacity: Self.maxSegments)
@@ -54,8 +57,9 @@ struct TxQueue {
         let header = UInt64(headerSize)
         while sent < count {
             let buf = bufs[sent]
-            // Offloads are not negotiated, so the header is all zero (virtio 1.2 §5.1.6.2).
-            VirtioNetHeader.zero(at: cache.data(buf) - headerSize, size: headerSize)
+            // Offloads are not negotiated, so the header says none (virtio 1.2 §5.1.6.2).
+            VirtioNetHeader.prepareTransmit(at: cache.data(buf) - headerSize, size: headerSize,
+                                            clearNumBuffers: clearNumBuffers)
             if cache.next(buf) == PacketPool.noBuffer {
                 let ok = ring.pointee.addBuffer(address: cache.address(buf) &- header,
                                                 length: UInt32(headerSize) &+ lengths[sent],

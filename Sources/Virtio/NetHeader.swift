@@ -76,6 +76,36 @@ public struct VirtioNetHeader: Equatable, Sendable {
         }
     }
 
+    /// Makes the header in front of a frame about to be sent say "no offloads", writing only
+    /// what is not already zero.
+    ///
+    /// Why not simply zero it: in io forwarding the header sits where the device wrote the RX
+    /// header, in a cache line the device's core still holds. A store takes that line over, and
+    /// the device's TX copy then takes it back: two cross-core transfers per frame, about a
+    /// tenth of the 64-byte forwarding rate on this machine (bench/README.md). A read leaves
+    /// the line shared.
+    ///
+    /// `num_buffers` (12-byte headers only): virtio 1.2 §5.1.6.2.1 says the driver sets it to
+    /// zero on transmit, and after mergeable RX it holds 1. With `clearNumBuffers` false it is
+    /// left as it is, as DPDK's virtio driver does: software backends (DPDK's vhost, vhost-net)
+    /// never read it on transmit. A device that checks it (hardware behind vDPA may) needs
+    /// `clearNumBuffers`.
+    // SAFETY: the caller guarantees `at` points to at least `size` writable bytes.
+    @inlinable
+    public static func prepareTransmit(at pointer: UnsafeMutableRawPointer, size: Int, clearNumBuffers: Bool) {
+        guard size == fullSize else {
+            zero(at: pointer, size: size)
+            return
+        }
+        if pointer.loadUnaligned(as: UInt64.self) != 0 || pointer.loadUnaligned(fromByteOffset: 8, as: UInt16.self) != 0 {
+            pointer.storeBytes(of: 0, toByteOffset: 0, as: UInt64.self)
+            pointer.storeBytes(of: 0, toByteOffset: 8, as: UInt16.self)
+        }
+        if clearNumBuffers && pointer.loadUnaligned(fromByteOffset: numBuffersOffset, as: UInt16.self) != 0 {
+            pointer.storeBytes(of: 0, toByteOffset: numBuffersOffset, as: UInt16.self)
+        }
+    }
+
     /// `num_buffers` of a 12-byte RX header, which the device wrote. Only the caller can tell
     /// whether it is plausible (it must not exceed the buffers it has).
     // SAFETY: the caller guarantees `at` points to at least 12 readable bytes.

@@ -56,7 +56,11 @@ final class RuntimeMacTests: DoubleOwningTestCase {
         for b in buffers {
             XCTAssertEqual(b.count, headerSize + 64, "header plus a 64-byte frame")
             guard b.count >= headerSize + 14 else { continue }
-            XCTAssertTrue(b[0..<headerSize].allSatisfy { $0 == 0 }, "no offloads: the net header is zero")
+            XCTAssertTrue(b[0..<10].allSatisfy { $0 == 0 }, "no offloads: the header's offload fields are zero")
+            // num_buffers is left as the buffer had it for a vhost-user backend, as DPDK's virtio
+            // does (clearing it would take the cache line from the backend's core): 1 after
+            // mergeable RX, 0 in a fresh buffer. Nothing else.
+            XCTAssertTrue([[0, 0], [1, 0]].contains(Array(b[10..<12])), "num_buffers \(Array(b[10..<12]))")
             frames.append(Array(b[headerSize...]))
         }
         return frames

@@ -48,6 +48,35 @@ final class NetHeaderTests: XCTestCase {
         }
     }
 
+    /// The TX header says "no offloads" whatever was there, and num_buffers is cleared only
+    /// when asked; nothing outside the header is touched.
+    func testPrepareTransmit() {
+        for clear in [false, true] {
+            for size in [10, 12] {
+                var bytes = [UInt8](repeating: 0x55, count: 14)
+                bytes.withUnsafeMutableBytes {
+                    VirtioNetHeader.prepareTransmit(at: $0.baseAddress! + 1, size: size, clearNumBuffers: clear)
+                }
+                XCTAssertEqual(bytes[0], 0x55)
+                XCTAssertEqual(Array(bytes[1...10]), [UInt8](repeating: 0, count: 10), "offload fields zeroed")
+                if size == 12 {
+                    XCTAssertEqual(Array(bytes[11...12]), clear ? [0, 0] : [0x55, 0x55], "num_buffers, clear \(clear)")
+                }
+                XCTAssertEqual(bytes[size + 1], 0x55, "size \(size) writes nothing past the header")
+            }
+        }
+    }
+
+    /// After mergeable RX the header is all zero but num_buffers = 1: only num_buffers may
+    /// change, and only when clearing is asked for.
+    func testPrepareTransmitOnAReceivedHeader() {
+        var header: [UInt8] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]
+        header.withUnsafeMutableBytes { VirtioNetHeader.prepareTransmit(at: $0.baseAddress!, size: 12, clearNumBuffers: false) }
+        XCTAssertEqual(header, [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0])
+        header.withUnsafeMutableBytes { VirtioNetHeader.prepareTransmit(at: $0.baseAddress!, size: 12, clearNumBuffers: true) }
+        XCTAssertEqual(header, [UInt8](repeating: 0, count: 12))
+    }
+
     func testNetConfigOffsets() {
         XCTAssertEqual(VirtioNetConfig.macOffset, 0)
         XCTAssertEqual(VirtioNetConfig.statusOffset, 6)
