@@ -62,19 +62,34 @@ struct RxQueue {
 
     /// Receives up to `max` frames into `bufs`/`lengths` (frame lengths, header excluded).
     /// One switch on the ring kind per burst; the rest is specialised for that kind.
+    ///
+    /// With `refill` (the default) the ring is restocked before returning once enough
+    /// descriptors are free. The forwarding loop passes false and calls `replenish` after it
+    /// has transmitted the burst: the refill's descriptor writes then stay off the path from a
+    /// frame's arrival to its departure (DPDK's virtio refills inside its RX burst, before the
+    /// frames go out). The ring still holds `queueSize - refillThreshold` posted buffers.
     @inline(__always)
     mutating func receive(bufs: UnsafeMutablePointer<UInt32>, lengths: UnsafeMutablePointer<UInt32>,
-                          max: Int, cache: inout PoolCache) -> Int {
+                          max: Int, cache: inout PoolCache, refill: Bool = true) -> Int {
         switch ring {
-        case let .split(r): return receive(r, bufs: bufs, lengths: lengths, max: max, cache: &cache)
-        case let .packed(r): return receive(r, bufs: bufs, lengths: lengths, max: max, cache: &cache)
+        case let .split(r): return receive(r, bufs: bufs, lengths: lengths, max: max, cache: &cache, refill: refill)
+        case let .packed(r): return receive(r, bufs: bufs, lengths: lengths, max: max, cache: &cache, refill: refill)
+        }
+    }
+
+    /// Restocks the ring once `refillThreshold` descriptors are free; a compare otherwise.
+    @inline(__always)
+    mutating func replenish(cache: inout PoolCache) {
+        switch ring {
+        case let .split(r): if r.pointee.numFree >= refillThreshold { refill(r, cache: &cache) }
+        case let .packed(r): if r.pointee.numFree >= refillThreshold { refill(r, cache: &cache) }
         }
     }
 
     @inline(__always)
     private mutating func receive<R: DriverRing>(_ ring: UnsafeMutablePointer<R>, bufs: UnsafeMutablePointer<UInt32>,
                                                  lengths: UnsafeMutablePointer<UInt32>, max: Int,
-                                                 cache: inout PoolCache) -> Int {
+                                                 cache: inout PoolCache, refill doRefill: Bool) -> Int {
         let n = ring.pointee.dequeueUsed(cookies: bufs, lengths: lengths, max: max)
         var out = 0
         var i = 0
@@ -109,7 +124,7 @@ struct RxQueue {
             lengths[out] = frameLength
             out &+= 1
         }
-        if ring.pointee.numFree >= refillThreshold { refill(ring, cache: &cache) }
+        if doRefill && ring.pointee.numFree >= refillThreshold { refill(ring, cache: &cache) }
         return out
     }
 

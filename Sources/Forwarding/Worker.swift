@@ -174,8 +174,12 @@ final class Worker: @unchecked Sendable {
                                               burst: Int, cache: UnsafeMutablePointer<PoolCache>) -> Int {
         let n: Int
         if E.receives {
-            n = stream.pointee.rx.pointee.receive(bufs: bufs, lengths: lengths, max: burst, cache: &cache.pointee)
-            guard n > 0 else { return 0 }
+            n = stream.pointee.rx.pointee.receive(bufs: bufs, lengths: lengths, max: burst, cache: &cache.pointee,
+                                                  refill: false)
+            guard n > 0 else {
+                stream.pointee.rx.pointee.replenish(cache: &cache.pointee)
+                return 0
+            }
             var bytes: UInt64 = 0
             for i in 0..<n { bytes &+= UInt64(lengths[i]) }
             stream.pointee.counters.rxPackets &+= UInt64(n)
@@ -190,6 +194,9 @@ final class Worker: @unchecked Sendable {
         } else {
             for i in 0..<n { cache.pointee.freeChain(bufs[i]) }
         }
+        // After the frames are out (see `RxQueue.receive`): the buffers TX reclaimed are
+        // back in the cache by now.
+        if E.receives { stream.pointee.rx.pointee.replenish(cache: &cache.pointee) }
         return n
     }
 

@@ -96,6 +96,39 @@ final class MultiBufferHostileRxTests: XCTestCase {
         withExtendedLifetime(h.memory) {}
     }
 
+    /// The forwarding loop receives without refilling and restocks after TX (`replenish`):
+    /// a receive with `refill: false` leaves the taken descriptors free, `replenish` posts them
+    /// once `refillThreshold` are free and not before, and the default receive refills itself.
+    func testReceiveWithoutRefillLeavesRestockingToReplenish() throws {
+        var h = try makeHarness(mergeable: true)
+        defer { tearDown(&h) }
+        XCTAssertEqual(h.ring.pointee.numFree, 0, "every slot posted at start")
+        let threshold = h.rx.refillThreshold
+        XCTAssertEqual(threshold, 16, "a 64-slot ring restocks at a quarter")
+        XCTAssertEqual(try deliverAndReceive(&h, threshold - 1, refill: false), threshold - 1)
+        XCTAssertEqual(h.ring.pointee.numFree, threshold - 1)
+        h.rx.replenish(cache: &h.cache)
+        XCTAssertEqual(h.ring.pointee.numFree, threshold - 1, "below the threshold: nothing posted")
+        XCTAssertEqual(try deliverAndReceive(&h, 1, refill: false), 1)
+        XCTAssertEqual(h.ring.pointee.numFree, threshold, "receive alone does not restock")
+        h.rx.replenish(cache: &h.cache)
+        XCTAssertEqual(h.ring.pointee.numFree, 0, "at the threshold: every free slot posted")
+        XCTAssertEqual(try deliverAndReceive(&h, threshold, refill: true), threshold)
+        XCTAssertEqual(h.ring.pointee.numFree, 0, "the default receive restocks itself")
+        assertNoBufferLost(h)
+    }
+
+    /// Delivers `count` one-buffer frames and receives them, freeing what comes back.
+    private func deliverAndReceive(_ h: inout Harness, _ count: Int, refill: Bool) throws -> Int {
+        for k in 0..<count { try deliver(&h, frameBytes: frame(60, UInt8(k)), numBuffers: 1) }
+        let bufs = UnsafeMutablePointer<UInt32>.allocate(capacity: 32)
+        let lengths = UnsafeMutablePointer<UInt32>.allocate(capacity: 32)
+        defer { bufs.deallocate(); lengths.deallocate() }
+        let n = h.rx.receive(bufs: bufs, lengths: lengths, max: 32, cache: &h.cache, refill: refill)
+        for i in 0..<n { h.cache.freeChain(bufs[i]) }
+        return n
+    }
+
     func testMalformedNumBuffersAreDroppedAndCounted() throws {
         var h = try makeHarness(mergeable: true)
         let good1 = frame(100, 1), good2 = frame(3000, 2)
