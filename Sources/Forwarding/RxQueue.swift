@@ -39,6 +39,12 @@ struct RxQueue {
     var errors: UInt64 = 0
     /// Refill once this many descriptors are free, to batch the avail-index store.
     let refillThreshold: Int
+    /// `receive(refill: false)` still refills when more descriptors than this are free: half
+    /// the ring. Deferring is safe only while the posted buffers cover what the device can
+    /// return before `replenish` runs, and a loopback device fed by this burst's TX returns a
+    /// whole burst at once. Chains of five (mrg_rxbuf off, max_pkt_len 9216) fit 51 to a 256
+    /// ring; deferring those made vdpa_sim_net drop frames for want of RX buffers (kernel lab).
+    let maxDeferredFree: Int
 
     init(ring: VirtqueueRing, kickFD: EventFD, callFD: EventFD, headerSize: Int, dataRoom: Int,
          mergeable: Bool, burst: Int, maxFrameLength: Int = FerryConfiguration.largestFrame) {
@@ -58,6 +64,7 @@ struct RxQueue {
         maxMergeBuffers = max(1, (headerSize + largest + headerSize + dataRoom - 1) / (headerSize + dataRoom))
         let chainSlots = mergeable ? 1 : chainBuffers
         refillThreshold = max(chainSlots, min(burst * chainSlots, Int(ring.queueSize) / 4))
+        maxDeferredFree = Int(ring.queueSize) / 2
     }
 
     /// Receives up to `max` frames into `bufs`/`lengths` (frame lengths, header excluded).
@@ -67,7 +74,8 @@ struct RxQueue {
     /// descriptors are free. The forwarding loop passes false and calls `replenish` after it
     /// has transmitted the burst: the refill's descriptor writes then stay off the path from a
     /// frame's arrival to its departure (DPDK's virtio refills inside its RX burst, before the
-    /// frames go out). The ring still holds `queueSize - refillThreshold` posted buffers.
+    /// frames go out). Only while at least half the ring stays posted (`maxDeferredFree`);
+    /// below that it refills here as with `refill`.
     @inline(__always)
     mutating func receive(bufs: UnsafeMutablePointer<UInt32>, lengths: UnsafeMutablePointer<UInt32>,
                           max: Int, cache: inout PoolCache, refill: Bool = true) -> Int {
@@ -124,7 +132,8 @@ struct RxQueue {
             lengths[out] = frameLength
             out &+= 1
         }
-        if doRefill && ring.pointee.numFree >= refillThreshold { refill(ring, cache: &cache) }
+        let free = ring.pointee.numFree
+        if free >= refillThreshold && (doRefill || free > maxDeferredFree) { refill(ring, cache: &cache) }
         return out
     }
 

@@ -97,8 +97,9 @@ final class MultiBufferHostileRxTests: XCTestCase {
     }
 
     /// The forwarding loop receives without refilling and restocks after TX (`replenish`):
-    /// a receive with `refill: false` leaves the taken descriptors free, `replenish` posts them
-    /// once `refillThreshold` are free and not before, and the default receive refills itself.
+    /// a receive with `refill: false` leaves the taken descriptors free while at least half the
+    /// ring stays posted, `replenish` posts them once `refillThreshold` are free and not
+    /// before, and the default receive refills itself.
     func testReceiveWithoutRefillLeavesRestockingToReplenish() throws {
         var h = try makeHarness(mergeable: true)
         defer { tearDown(&h) }
@@ -115,6 +116,12 @@ final class MultiBufferHostileRxTests: XCTestCase {
         XCTAssertEqual(h.ring.pointee.numFree, 0, "at the threshold: every free slot posted")
         XCTAssertEqual(try deliverAndReceive(&h, threshold, refill: true), threshold)
         XCTAssertEqual(h.ring.pointee.numFree, 0, "the default receive restocks itself")
+        // Deferred only while half the ring stays posted (`maxDeferredFree`, 32 of 64).
+        XCTAssertEqual(h.rx.maxDeferredFree, 32)
+        XCTAssertEqual(try deliverAndReceive(&h, 32, refill: false), 32)
+        XCTAssertEqual(h.ring.pointee.numFree, 32, "half the ring free: still deferred")
+        XCTAssertEqual(try deliverAndReceive(&h, 1, refill: false), 1)
+        XCTAssertEqual(h.ring.pointee.numFree, 0, "over half free: restocked despite refill: false")
         assertNoBufferLost(h)
     }
 
