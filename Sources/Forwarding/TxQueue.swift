@@ -28,10 +28,10 @@ struct TxQueue {
     /// as the burst is written lets the device start copying its head while the driver writes
     /// its tail, as DPDK's virtio TX does by making each descriptor available as it goes. Four
     /// frames is one cache line of packed descriptors (§2.8.1: 16 bytes each), so the device
-    /// never reads a line the driver is still filling, and DPDK's vhost can take its 4-descriptor
-    /// batch path. Measured against testpmd's `net_vhost` (io, 64 B, alternating builds, 10
-    /// pairs of 8 s): split +30 % median (8 of 10 pairs faster) against once per burst; packed
-    /// +10–16 % when the vCPUs are far apart, even when close (see bench/README.md).
+    /// never reads a line the driver is still filling. Measured against testpmd's `net_vhost`
+    /// (io, 64 B, builds alternating, 10 rounds of 8 s): split +30 % median (8 of 10 rounds
+    /// faster) against once per burst; packed +10–16 % in the machine's slow mode, even in its
+    /// fast one; every frame instead of 4 lost 2–6 % in the fast mode (see bench/README.md).
     static let publishEvery = 4
 
     init(ring: VirtqueueRing, kickFD: EventFD, headerSize: Int, clearNumBuffers: Bool = true) {
