@@ -100,13 +100,27 @@ public final class TrafficJob: @unchecked Sendable {
     func finish() { ferry_store_release_u8(doneFlag, 1) }
 
     /// Waits until the job is done or `timeoutMs` passes. True when done.
+    ///
+    /// Sleeps through the run's expected length in one go, then polls every 5 ms. This thread
+    /// is not pinned, so each wake-up preempts the generator or the DUT: polling every
+    /// millisecond through a run was a thousand preemptions a second, shared between the
+    /// two, which the latency tail measured as if the DUT had caused them.
     public func wait(timeoutMs: Int) -> Bool {
-        let end = ferry_monotonic_ns() + UInt64(timeoutMs) * 1_000_000
+        let start = ferry_monotonic_ns()
+        let end = start + UInt64(timeoutMs) * 1_000_000
+        Self.sleep(ns: min(warmupNs + durationNs + drainNs, end - start))
         while !isDone {
             if ferry_monotonic_ns() >= end { return false }
-            usleep(1000)
+            Self.sleep(ns: 5_000_000)
         }
         return true
+    }
+
+    static func sleep(ns: UInt64) {
+        guard ns > 0 else { return }
+        var request = timespec(tv_sec: Int(ns / 1_000_000_000), tv_nsec: Int(ns % 1_000_000_000))
+        var remaining = timespec()
+        while nanosleep(&request, &remaining) != 0 && errno == EINTR { request = remaining }
     }
 
     /// Frames due within the window and accepted by the DUT that never came back.
