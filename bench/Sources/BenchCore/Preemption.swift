@@ -35,3 +35,25 @@ public enum Preemption {
         return Double(b.0 - a.0) / (Double(b.1 - a.1) / 1e9)
     }
 }
+
+/// Steal time: how long the hypervisor ran something else on the vCPU behind a core, from the
+/// `steal` column of /proc/stat. Invisible to the preemption count (the thread never stopped
+/// running as far as the guest knows), and on a shared VM the larger cause of latency spikes.
+public enum Steal {
+    /// Cumulative steal of `cpu`, ms (USER_HZ is 100 on Linux: 10 ms per tick).
+    public static func ms(cpu: Int) -> UInt64? {
+        guard let stat = BenchFiles.read("/proc/stat") else { return nil }
+        return parse(stat: stat, cpu: cpu)
+    }
+
+    static func parse(stat: String, cpu: Int) -> UInt64? {
+        let prefix = "cpu\(cpu) "
+        for line in stat.split(separator: "\n") where line.hasPrefix(prefix) {
+            // cpuN user nice system idle iowait irq softirq steal ...
+            let fields = line.split(separator: " ")
+            guard fields.count > 8, let ticks = UInt64(fields[8]) else { return nil }
+            return ticks * 10
+        }
+        return nil
+    }
+}

@@ -9,6 +9,8 @@ public struct BenchReport: Codable, Sendable {
         public var configs: [String]
         public var latencySeconds: Int
         public var latencyLoads: [Double]
+        /// Latency repetitions per DUT (absent in results from before repetitions: one).
+        public var latencyReps: Int?
         public var startupReps: Int
         public var backendCPU: Int
         public var dutCPU: Int
@@ -19,13 +21,14 @@ public struct BenchReport: Codable, Sendable {
 
         public init(pairs: Int, seconds: Int, warmup: Int, configs: [String], latencySeconds: Int,
                     latencyLoads: [Double], startupReps: Int, backendCPU: Int, dutCPU: Int,
-                    comboPairs: Int = 3, comboSeconds: Int = 5, comboWarmup: Int = 2) {
+                    comboPairs: Int = 3, comboSeconds: Int = 5, comboWarmup: Int = 2, latencyReps: Int? = nil) {
             self.pairs = pairs
             self.seconds = seconds
             self.warmup = warmup
             self.configs = configs
             self.latencySeconds = latencySeconds
             self.latencyLoads = latencyLoads
+            self.latencyReps = latencyReps
             self.startupReps = startupReps
             self.backendCPU = backendCPU
             self.dutCPU = dutCPU
@@ -57,7 +60,10 @@ public struct BenchReport: Codable, Sendable {
     public var throughput: [ThroughputRow] = []
     /// The 8 feature combinations (packed_vq × mrg_rxbuf × in_order), 64 B, one queue.
     public var combos: [ThroughputRow] = []
+    /// Every repetition of every DUT, in run order.
     public var latency: [LatencyResult] = []
+    /// Per DUT and load: the p99 of each repetition and their median.
+    public var latencySummary: [LatencySummary] = []
     public var startup: [StartupResult] = []
     public var notes: [String] = []
 

@@ -13,6 +13,7 @@ usage: ferry-bench --ferry PATH --out FILE [options]
   --warmup W            stats periods discarded before the measured ones (3)
   --configs LIST        split-64,split-1518,packed-64,packed-1518,split-64-2q (all of these)
   --latency-seconds L   seconds per latency load point (5)
+  --latency-reps N      latency repetitions per DUT, alternating (5)
   --startup-reps R      start-up runs per DUT (5)
   --only LIST           throughput,combos,latency,startup (all); profile runs only when named
   --combo-pairs N       A/B pairs per feature combination (3)
@@ -45,6 +46,7 @@ var seconds = 10
 var warmup = 3
 var configTokens = ["split-64", "split-1518", "packed-64", "packed-1518", "split-64-2q"]
 var latencySeconds = 5
+var latencyReps = 5
 var startupReps = 5
 var only: Set<String> = ["throughput", "combos", "latency", "startup"]
 var comboPairs = 3
@@ -77,6 +79,7 @@ while !args.isEmpty {
     case "--warmup": warmup = number()
     case "--configs": configTokens = value().split(separator: ",").map(String.init)
     case "--latency-seconds": latencySeconds = max(1, number())
+    case "--latency-reps": latencyReps = max(1, number())
     case "--startup-reps": startupReps = max(1, number())
     case "--only": only = Set(value().split(separator: ",").map(String.init))
     case "--combo-pairs": comboPairs = max(1, number())
@@ -119,7 +122,7 @@ var report = BenchReport(
     settings: .init(pairs: pairs, seconds: seconds, warmup: warmup, configs: configs.map(\.name),
                     latencySeconds: latencySeconds, latencyLoads: [0.1, 0.5, 0.9], startupReps: startupReps,
                     backendCPU: backendCPU, dutCPU: dutCPU, comboPairs: comboPairs, comboSeconds: comboSeconds,
-                    comboWarmup: comboWarmup),
+                    comboWarmup: comboWarmup, latencyReps: latencyReps),
     host: .init(cpus: sysconf(Int32(_SC_NPROCESSORS_ONLN)), loadAverageStart: BenchFiles.loadAverage(), loadAverageEnd: 0,
                 kernel: (BenchFiles.read("/proc/sys/kernel/osrelease") ?? "").trimmingCharacters(in: .whitespacesAndNewlines),
                 testpmd: testpmdVersion))
@@ -174,11 +177,13 @@ if only.contains("latency") || only.contains("startup") {
         if only.contains("latency") {
             var s = LatencySettings()
             s.seconds = latencySeconds
+            s.reps = latencyReps
             s.ferryBinary = ferry
             s.workDir = work
             s.generatorCPU = backendCPU
             s.dutCPU = dutCPU
             report.latency = LatencyBench(settings: s, say: say).run(generator: generator, socket: socket)
+            report.latencySummary = LatencySummary.summarize(report.latency, loads: s.loads)
             save()
         }
         if only.contains("startup") {
