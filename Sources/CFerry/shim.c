@@ -7,6 +7,8 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -82,6 +84,20 @@ int ferry_socket_peer_closed(int sock) {
     if (r == 0) return 1;
     if (r < 0 && (errno == ECONNRESET || errno == ENOTCONN || errno == EPIPE)) return 1;
     return 0;
+}
+
+int ferry_signalfd_stop_signals(void) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+}
+
+int ferry_signalfd_read(int fd) {
+    struct signalfd_siginfo info;
+    ssize_t r = read(fd, &info, sizeof(info));
+    return r == (ssize_t)sizeof(info) ? (int)info.ssi_signo : 0;
 }
 
 int ferry_pin_current_thread(int cpu) {

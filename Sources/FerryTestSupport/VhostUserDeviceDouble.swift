@@ -193,6 +193,16 @@ public final class VhostUserDeviceDouble: @unchecked Sendable {
         mutex.with { connection?.shutdown() }
     }
 
+    /// Writes bytes the front-end never asked for on the current connection, as a confused or
+    /// hostile backend might. Returns false when there is no connection.
+    @discardableResult
+    public func sendUnsolicited(_ bytes: [UInt8]) -> Bool {
+        mutex.with {
+            guard let connection else { return false }
+            return (try? connection.sendBytes(bytes)) != nil
+        }
+    }
+
     // MARK: Observations
 
     public var receivedRequests: [VhostUserRequest] { mutex.with { _receivedRequests } }

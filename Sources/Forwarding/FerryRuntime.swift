@@ -10,8 +10,9 @@ import Glibc
 /// the duration ends, a signal arrives or `requestStop()` is called, then stops cleanly and
 /// reports.
 ///
-/// The control thread (the caller of `run`) never touches a ring while workers run; it reads
-/// published counters, watches backends and prints stats.
+/// The control thread (the caller of `run`) never touches a ring while workers run; it sleeps
+/// in `ControlEvents` until a backend hangs up or comes back, a timer or a signal is due, or
+/// another thread asks for something, then acts and prints stats.
 public final class FerryRuntime: @unchecked Sendable {
     public let config: FerryConfiguration
     /// Block SIGINT and SIGTERM and stop on them (the CLI). Off for in-process tests.
@@ -26,7 +27,15 @@ public final class FerryRuntime: @unchecked Sendable {
     private let externalStop: UnsafeMutablePointer<UInt8>
     private let snapshotLock: UnsafeMutablePointer<pthread_mutex_t>
     private let growRequest: UnsafeMutablePointer<UInt8>
+    /// Wakes the control thread for `requestStop`, `requestPoolGrowth` and the pool's low water.
+    private let wake: EventFD?
+    /// While forwarding: builds a summary from the workers' published counters (under
+    /// `snapshotLock`). Afterwards, `latest` holds the final summary.
+    private var liveSummary: (() -> RunSummary)?
     private var latest: RunSummary?
+    /// How many times the control thread woke up during `run`: it sleeps until there is work,
+    /// so this stays small on a quiet run (for tests and diagnostics).
+    public private(set) var controlWakeups = 0
 
     public init(config: FerryConfiguration) {
         self.config = config
@@ -38,6 +47,7 @@ public final class FerryRuntime: @unchecked Sendable {
         pthread_mutex_init(snapshotLock, nil)
         growRequest = .allocate(capacity: 1)
         growRequest.initialize(to: 0)
+        wake = try? EventFD.make()
     }
 
     deinit {
@@ -46,23 +56,28 @@ public final class FerryRuntime: @unchecked Sendable {
         pthread_mutex_destroy(snapshotLock)
         snapshotLock.deallocate()
         growRequest.deallocate()
+        wake?.close()
     }
 
-    /// The counters and link states as of the last control tick (50 ms), from any thread;
-    /// nil before forwarding starts. For tests and monitoring.
+    /// The counters and link states now, as the workers last published them (every few
+    /// bursts), from any thread; the final summary once `run` has stopped; nil before
+    /// forwarding starts. Built on the caller's thread, so asking costs the control thread
+    /// nothing. For tests and monitoring.
     public func snapshot() -> RunSummary? {
         pthread_mutex_lock(snapshotLock); defer { pthread_mutex_unlock(snapshotLock) }
-        return latest
+        return liveSummary?() ?? latest
     }
 
-    private func publishSnapshot(_ summary: RunSummary) {
+    private func publishSnapshot(live: (() -> RunSummary)?, latest summary: RunSummary?) {
         pthread_mutex_lock(snapshotLock); defer { pthread_mutex_unlock(snapshotLock) }
+        liveSummary = live
         latest = summary
     }
 
     /// Asks a running `run()` to stop, from any thread.
     public func requestStop() {
         ferry_store_release_u8(externalStop, 1)
+        wake?.signal()
     }
 
     /// Runs to completion and returns the summary. Throws on a start-up failure (a missing
@@ -166,29 +181,48 @@ public final class FerryRuntime: @unchecked Sendable {
 
         let startNs = ferry_monotonic_ns()
         let summary = { (elapsed: Double) -> RunSummary in
-            self.summarize(ports: ports, workers: workers, streamIndex: streamIndex, seconds: elapsed)
+            Self.summarize(ports: ports, workers: workers, streamIndex: streamIndex, seconds: elapsed)
         }
+        publishSnapshot(live: { summary(Double(ferry_monotonic_ns() - startNs) / 1e9) }, latest: nil)
+        // The live summary reads the ports and workers from other threads: it goes before they
+        // are torn down, on every path.
+        defer { publishSnapshot(live: nil, latest: snapshot()) }
+        let control = ControlEvents(wake: wake, handleSignals: handleSignals)
+        if let wake { pool.armLowWater(below: pool.count / 8, event: wake) }
+        let endNs: UInt64? = config.duration > 0 ? startNs + UInt64(config.duration * 1e9) : nil
         var lastStats = startNs
         var lastSummary = summary(0)
+        controlWakeups = 0
         while true {
-            if waitTick(milliseconds: 50) { break }
             if ferry_load_acquire_u8(externalStop) != 0 { break }
-            let now = ferry_monotonic_ns()
-            let elapsed = Double(now - startNs) / 1e9
-            if config.duration > 0 && elapsed >= config.duration { break }
+            var now = ferry_monotonic_ns()
+            if let endNs, now >= endNs { break }
+            let woken = control.wait(
+                linkFDs: ports.compactMap { p in p.linkFileDescriptor.map { (p.index, $0) } },
+                listenerFDs: ports.compactMap { p in p.reconnectFileDescriptor.map { (p.index, $0) } },
+                timeoutMs: Self.timeoutMs(until: nextDeadline(ports: ports, endNs: endNs, lastStats: lastStats, now: now),
+                                          now: now))
+            controlWakeups += 1
+            if woken.stopSignal != 0 {
+                FerryLog.info("signal \(woken.stopSignal == SIGINT ? "SIGINT" : "SIGTERM"): stopping")
+                break
+            }
+            if ferry_load_acquire_u8(externalStop) != 0 { break }
+            now = ferry_monotonic_ns()
+            if let endNs, now >= endNs { break }
             var wentDown = false
-            for port in ports where port.pollLink() { wentDown = true }
+            for port in ports where port.checkLink(hungUp: woken.hungUp.contains(port.index)) { wentDown = true }
             if wentDown { quiesce(workers) }
-            for port in ports where port.reconnectDue(nowNs: now) {
+            for port in ports where port.reconnectDue(nowNs: now, connectable: woken.connectable.contains(port.index)) {
                 port.attemptReconnect(nowNs: now, pool: pool)
             }
             if ferry_load_acquire_u8(growRequest) != 0 || pool.available < pool.count / 8 {
                 ferry_store_release_u8(growRequest, 0)
                 growPool(pool, ports: ports)
+                if let wake, !growthFailed { pool.armLowWater(below: pool.count / 8, event: wake) }
             }
-            publishSnapshot(summary(elapsed))
             if config.statsPeriod > 0 && now - lastStats >= UInt64(config.statsPeriod) * 1_000_000_000 {
-                let current = summary(elapsed)
+                let current = summary(Double(now - startNs) / 1e9)
                 printPeriodic(current, previous: lastSummary, seconds: Double(now - lastStats) / 1e9)
                 lastSummary = current
                 lastStats = now
@@ -197,6 +231,7 @@ public final class FerryRuntime: @unchecked Sendable {
 
         // Stop: workers finish their burst and publish, then each device stops with
         // GET_VRING_BASE, and the final stats print.
+        publishSnapshot(live: nil, latest: summary(Double(ferry_monotonic_ns() - startNs) / 1e9))
         ferry_store_release_u8(stopFlag, 1)
         for worker in workers { worker.join() }
         let elapsed = Double(ferry_monotonic_ns() - startNs) / 1e9
@@ -208,7 +243,7 @@ public final class FerryRuntime: @unchecked Sendable {
             result.ports[i].txInFlightAtStop = ports[i].txInFlightAtStop
             result.ports[i].rxUnreadAtStop = ports[i].rxUnreadAtStop
         }
-        publishSnapshot(result)
+        publishSnapshot(live: nil, latest: result)
         output(StatsReport.final(result))
         if let jsonFile {
             _ = result.json().withCString { fputs($0, jsonFile) }
@@ -218,10 +253,38 @@ public final class FerryRuntime: @unchecked Sendable {
         return result
     }
 
-    /// Asks a running `run()` to grow the buffer pool on its next tick, as it does by itself
-    /// when fewer than an eighth of the buffers are free.
+    /// Asks a running `run()` to grow the buffer pool now, as it does by itself when fewer than
+    /// an eighth of the buffers are free.
     public func requestPoolGrowth() {
         ferry_store_release_u8(growRequest, 1)
+        wake?.signal()
+    }
+
+    /// The next time the control thread must act without being woken: the end of `duration`,
+    /// the next `stats_period` print, the next client-mode reconnect attempt, or a short tick
+    /// for a server-mode port with no listening socket to watch. nil: nothing is timed.
+    private func nextDeadline(ports: [Port], endNs: UInt64?, lastStats: UInt64, now: UInt64) -> UInt64? {
+        var next = endNs
+        func consider(_ t: UInt64) { next = min(next ?? t, t) }
+        if config.statsPeriod > 0 { consider(lastStats + UInt64(config.statsPeriod) * 1_000_000_000) }
+        for port in ports {
+            guard let due = port.nextReconnectNs else { continue }
+            if !port.config.server {
+                consider(due)
+            } else if port.reconnectFileDescriptor == nil {
+                consider(now + UInt64(ControlEvents.fallbackTickMs) * 1_000_000)
+            }
+        }
+        return next
+    }
+
+    /// poll(2)'s timeout for `deadline`: rounded up, so the wait never ends before it; -1 for
+    /// none.
+    static func timeoutMs(until deadline: UInt64?, now: UInt64) -> Int32 {
+        guard let deadline else { return -1 }
+        guard deadline > now else { return 0 }
+        let ns = deadline - now
+        return Int32(min(ns / 1_000_000 + (ns % 1_000_000 == 0 ? 0 : 1), UInt64(Int32.max)))
     }
 
     /// Memory-table updates done (each one a SET_MEM_TABLE to every connected backend).
@@ -264,7 +327,7 @@ public final class FerryRuntime: @unchecked Sendable {
         FerryLog.warning("a worker did not finish its loop within 1 s of a link change")
     }
 
-    private func summarize(ports: [Port], workers: [Worker],
+    private static func summarize(ports: [Port], workers: [Worker],
                            streamIndex: [(worker: Int, slot: Int, rxPort: Int, rxQueue: Int, txPort: Int, txQueue: Int)],
                            seconds: Double) -> RunSummary {
         var portSummaries = ports.map { PortSummary(port: $0.index, path: $0.config.path, linkUp: $0.isLinkUp, reconnects: $0.reconnects) }
@@ -335,25 +398,6 @@ public final class FerryRuntime: @unchecked Sendable {
         sigaddset(&set, SIGINT)
         sigaddset(&set, SIGTERM)
         pthread_sigmask(SIG_BLOCK, &set, nil)
-    }
-
-    /// Sleeps one control tick. Returns true when a stop signal arrived.
-    private func waitTick(milliseconds: Int) -> Bool {
-        if handleSignals {
-            var set = sigset_t()
-            sigemptyset(&set)
-            sigaddset(&set, SIGINT)
-            sigaddset(&set, SIGTERM)
-            var timeout = timespec(tv_sec: 0, tv_nsec: milliseconds * 1_000_000)
-            let sig = sigtimedwait(&set, nil, &timeout)
-            if sig == SIGINT || sig == SIGTERM {
-                FerryLog.info("signal \(sig == SIGINT ? "SIGINT" : "SIGTERM"): stopping")
-                return true
-            }
-            return false
-        }
-        usleep(UInt32(milliseconds * 1000))
-        return false
     }
 }
 

@@ -20,7 +20,9 @@ final class Port {
     private(set) var txInFlightAtStop: UInt64 = 0
     /// Frames the backend put on an RX ring that Ferry had not read when it stopped.
     private(set) var rxUnreadAtStop: UInt64 = 0
-    private(set) var reconnects = 0
+    /// Times the link came back; stored for other threads, which read it in a stats snapshot.
+    private let reconnectCount: UnsafeMutablePointer<UInt32>
+    var reconnects: Int { Int(ferry_load_acquire_u32(reconnectCount)) }
 
     var queues: Int { config.queues }
     var isLinkUp: Bool { ferry_load_acquire_u8(link) != 0 }
@@ -36,6 +38,8 @@ final class Port {
         device = try VirtioUserDevice(options: options, memory: memory)
         link = .allocate(capacity: 1)
         link.initialize(to: 0)
+        reconnectCount = .allocate(capacity: 1)
+        reconnectCount.initialize(to: 0)
         macBytes = .allocate(capacity: 6)
         peerMacBytes = .allocate(capacity: 6)
         peerMacBytes.initialize(from: peerMAC, count: 6)
@@ -48,6 +52,7 @@ final class Port {
             q.deallocate()
         }
         link.deallocate()
+        reconnectCount.deallocate()
         macBytes.deallocate()
         peerMacBytes.deallocate()
         device.close()
@@ -87,11 +92,24 @@ final class Port {
         ferry_store_release_u8(link, 1)
     }
 
-    /// Checks the backend; takes the link down, with one log line, when it has gone.
-    /// Returns true when the link just went down.
+    /// What the control thread polls for this port's link going down: the backend connection,
+    /// while the link is up and the transport has one.
+    var linkFileDescriptor: Int32? { isLinkUp ? device.backend.peerFileDescriptor : nil }
+
+    /// What the control thread polls for this port coming back without waiting: server mode's
+    /// listening socket, while the link is down.
+    var reconnectFileDescriptor: Int32? {
+        !isLinkUp && config.server ? device.backend.reconnectFileDescriptor : nil
+    }
+
+    /// Takes the link down, with one log line, when the backend has gone: its connection hung
+    /// up (`hungUp`, from poll), or it is closed. Returns true when the link just went down.
+    ///
+    /// A hang-up is trusted over `isPeerClosed`, whose peek sees bytes a hostile backend sent
+    /// unasked before closing as a live connection.
     @discardableResult
-    func pollLink() -> Bool {
-        guard isLinkUp, device.backend.isPeerClosed() else { return false }
+    func checkLink(hungUp: Bool) -> Bool {
+        guard isLinkUp, hungUp || device.backend.isPeerClosed() else { return false }
         ferry_store_release_u8(link, 0)
         device.markBackendLost()
         lastReconnectAttemptNs = 0
@@ -104,11 +122,21 @@ final class Port {
     var reconnects_enabled: Bool { config.server || config.reconnectMs > 0 }
     private var lastReconnectAttemptNs: UInt64 = 0
 
-    /// Whether a reconnect attempt is due at `nowNs`.
-    func reconnectDue(nowNs: UInt64) -> Bool {
-        guard !isLinkUp, reconnects_enabled else { return false }
-        if config.server { return true }
-        return nowNs &- lastReconnectAttemptNs >= UInt64(config.reconnectMs) * 1_000_000
+    /// When the next reconnect attempt is due, in monotonic ns: nil when none will be made,
+    /// 0 when one is due as soon as there is something to accept (server mode). Client mode
+    /// tries every `reconnect_ms`, from the link going down.
+    var nextReconnectNs: UInt64? {
+        guard !isLinkUp, reconnects_enabled else { return nil }
+        if config.server { return 0 }
+        return lastReconnectAttemptNs &+ UInt64(config.reconnectMs) * 1_000_000
+    }
+
+    /// Whether a reconnect attempt is due at `nowNs`. In server mode that is when the listening
+    /// socket is readable (`connectable`), or always when there is no socket to watch.
+    func reconnectDue(nowNs: UInt64, connectable: Bool) -> Bool {
+        guard let next = nextReconnectNs else { return false }
+        if config.server { return connectable || reconnectFileDescriptor == nil }
+        return nowNs >= next
     }
 
     /// Tries to bring the link back (workers must have quiesced on this port). Logs one line
@@ -123,7 +151,7 @@ final class Port {
                     FerryLog.info("port \(self.index) (\(self.config.path)): \(drained) buffers returned by the previous backend taken back")
                 }
             }) else { return }
-            reconnects += 1
+            ferry_store_release_u32(reconnectCount, UInt32(truncatingIfNeeded: reconnects + 1))
             ferry_store_release_u8(link, 1)
             FerryLog.info("port \(index) (\(config.path)): link up (reconnect \(reconnects))")
         } catch {

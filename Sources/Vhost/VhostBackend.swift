@@ -41,13 +41,24 @@ public protocol VhostBackend: AnyObject {
     /// Writes device config space; throws `VhostError.notSupported` where there is none.
     func setConfig(offset: UInt32, bytes: [UInt8]) throws
 
-    /// True once the peer has gone away (socket closed). Cheap; polled by the control thread.
+    /// True once the peer has gone away (socket closed). Cheap; checked by the control thread.
     func isPeerClosed() -> Bool
+    /// A descriptor that hangs up when the peer goes away (the vhost-user connection), so the
+    /// control thread can sleep in poll(2) instead of checking `isPeerClosed` on a timer. nil
+    /// when the transport has none: the kernel backends' peer is this kernel, which does not
+    /// leave.
+    var peerFileDescriptor: Int32? { get }
+    /// A descriptor that turns readable when a reconnect can proceed without waiting (server
+    /// mode's listening socket, readable once a backend connects), else nil.
+    var reconnectFileDescriptor: Int32? { get }
     /// Releases the connection or file descriptors. Idempotent.
     func close()
 }
 
 extension VhostBackend {
+    public var peerFileDescriptor: Int32? { nil }
+    public var reconnectFileDescriptor: Int32? { nil }
+
     /// Enables or disables both vrings of a queue pair (DPDK's `enable_qp`): RX is 2·pair,
     /// TX is 2·pair+1.
     public func enableQueuePair(_ pair: Int, enable: Bool) throws {

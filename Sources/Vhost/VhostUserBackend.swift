@@ -248,6 +248,12 @@ public final class VhostUserBackend: VhostBackend {
         socket?.isPeerClosed() ?? true
     }
 
+    public var peerFileDescriptor: Int32? {
+        socket.map { $0.fileDescriptor }.flatMap { $0 >= 0 ? $0 : nil }
+    }
+
+    public var reconnectFileDescriptor: Int32? { listenerFileDescriptor }
+
     public func close() {
         socket?.close()
         socket = nil

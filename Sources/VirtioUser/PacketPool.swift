@@ -42,6 +42,11 @@ public final class PacketPool: @unchecked Sendable {
     let segmentLengths: UnsafeMutablePointer<UInt16>
     private var top: Int
     private let lock: UnsafeMutablePointer<pthread_mutex_t>
+    /// Low-water notification (under `lock`): the first `take` that leaves fewer than
+    /// `lowWater` buffers signals `lowWaterEvent` once, until `armLowWater` is called again.
+    private var lowWater = 0
+    private var lowWaterEvent: EventFD?
+    private var lowWaterSignalled = false
 
     /// Carves at least `count` buffers out of `memory`: everything it has left, so the pool
     /// sits at the end of the memory and can grow in place when the memory grows.
@@ -121,7 +126,27 @@ public final class PacketPool: @unchecked Sendable {
         // SAFETY: k <= top <= capacity, so both ranges are inside their allocations.
         (out).update(from: freeStack + (top - k), count: k)
         top -= k
+        if top < lowWater { signalLowWater() }
         return k
+    }
+
+    /// Signals `event` once when the pool falls below `threshold` free buffers (at once if it
+    /// already has), so the control thread can grow the pool without watching it on a timer.
+    /// Taking buffers is a worker's bulk refill, so the check costs one comparison per half
+    /// cache; the signal is one eventfd write per crossing. Call again to re-arm.
+    public func armLowWater(below threshold: Int, event: EventFD) {
+        pthread_mutex_lock(lock); defer { pthread_mutex_unlock(lock) }
+        lowWater = threshold
+        lowWaterEvent = event
+        lowWaterSignalled = false
+        if top < lowWater { signalLowWater() }
+    }
+
+    /// Called with `lock` held.
+    private func signalLowWater() {
+        guard !lowWaterSignalled, let lowWaterEvent else { return }
+        lowWaterSignalled = true
+        lowWaterEvent.signal()
     }
 
     /// Returns `n` buffer indices. An index outside the pool is ignored rather than trusted.

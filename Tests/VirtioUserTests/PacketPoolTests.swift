@@ -190,3 +190,63 @@ final class PacketPoolTests: XCTestCase {
         assertExactlyOnce(drainPool(pool), count: count, "after the mixed run")
     }
 }
+
+/// The low-water signal that lets the control thread sleep instead of watching the pool.
+final class PacketPoolLowWaterTests: XCTestCase {
+    private var memory: SharedMemory!
+    private var event: EventFD!
+
+    override func setUpWithError() throws {
+        memory = try SharedMemory(size: 2 * SharedMemory.hugepageSize, name: "ferry-vutests-lowwater")
+        event = try EventFD.make()
+    }
+
+    override func tearDown() {
+        event.close()
+        memory = nil
+        super.tearDown()
+    }
+
+    private func take(_ pool: PacketPool, _ n: Int) -> [UInt32] {
+        var out = [UInt32](repeating: 0, count: n)
+        let k = pool.take(into: &out, count: n)
+        return Array(out.prefix(k))
+    }
+
+    func testSignalsOnceWhenATakeCrossesTheThresholdAndAgainOnlyWhenRearmed() throws {
+        let pool = try PacketPool(memory: memory, count: 64)
+        let threshold = pool.count / 8
+        pool.armLowWater(below: threshold, event: event)
+        XCTAssertNil(event.drain(), "a full pool does not signal")
+
+        // Down to exactly the threshold: not below it yet.
+        var held = take(pool, pool.count - threshold)
+        XCTAssertEqual(pool.available, threshold)
+        XCTAssertNil(event.drain(), "at the threshold, not below it")
+
+        held += take(pool, 1)
+        XCTAssertEqual(event.drain(), 1, "the take that goes below signals")
+        held += take(pool, 1)
+        XCTAssertNil(event.drain(), "one signal per crossing, not one per take")
+
+        // Re-arming while still below signals at once: the pool is still low.
+        pool.armLowWater(below: threshold, event: event)
+        XCTAssertEqual(event.drain(), 1)
+
+        // Buffers back above the threshold, re-armed: silent until the next crossing.
+        pool.give(held, count: held.count)
+        pool.armLowWater(below: threshold, event: event)
+        XCTAssertNil(event.drain())
+        let again = take(pool, pool.count - threshold + 1)
+        XCTAssertEqual(again.count, pool.count - threshold + 1)
+        XCTAssertEqual(event.drain(), 1)
+    }
+
+    func testNoSignalWithoutArming() throws {
+        let pool = try PacketPool(memory: memory, count: 64)
+        let all = take(pool, pool.count)
+        XCTAssertEqual(all.count, pool.count)
+        XCTAssertEqual(pool.available, 0)
+        XCTAssertNil(event.drain())
+    }
+}

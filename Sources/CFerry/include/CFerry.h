@@ -38,6 +38,17 @@ ssize_t ferry_recv_with_fds(int sock, void *buf, size_t len, int *fds, int maxfd
 /// True when a connected stream socket's peer has closed: recv(MSG_PEEK|MSG_DONTWAIT) == 0.
 int ferry_socket_peer_closed(int sock);
 
+// ---- control-thread events ---------------------------------------------------------------
+/// poll(2)'s POLLRDHUP (GNU): the peer shut its writing side down, i.e. a vhost-user backend
+/// closed the connection. Asked for instead of POLLIN so that bytes a backend sends unasked
+/// do not wake the control thread.
+#define FERRY_POLLRDHUP 0x2000
+/// A non-blocking, close-on-exec signalfd(2) for SIGINT and SIGTERM, which the caller must
+/// already have blocked. Returns the fd or -1 with errno set.
+int ferry_signalfd_stop_signals(void);
+/// Reads one signal from a signalfd; returns its number, or 0 when none is pending.
+int ferry_signalfd_read(int fd);
+
 // ---- threads and CPUs ---------------------------------------------------------------------
 /// Pins the calling thread to one CPU. Returns 0 or an errno value.
 int ferry_pin_current_thread(int cpu);

@@ -177,9 +177,10 @@ public struct DUTLaunch {
         return try SpawnedProcess(executable: exe, arguments: args, logPath: log)
     }
 
-    /// Ferry has no option to place its control thread, which wakes every 50 ms; left floating it
-    /// lands on the worker's core about half the time and preempts it (seen: ~20 more
-    /// preemptions/s of Ferry's worker than of testpmd's). testpmd's main lcore is pinned to
+    /// Ferry has no option to place its control thread. It sleeps until it has work (a
+    /// `stats_period` print, a link change, the end), but left floating it still runs on the
+    /// worker's core about half the time it wakes; when it woke every 50 ms that was ~20 more
+    /// preemptions/s of Ferry's worker than of testpmd's. testpmd's main lcore is pinned to
     /// `mainCPU` by its command line, so Ferry's main thread (tid = pid) is moved there too, with
     /// `taskset -p`, once the worker has pinned itself. Only that thread moves: `taskset -p`
     /// without `-a` changes one thread. No-op for testpmd. Returns false when taskset failed.

@@ -10,8 +10,9 @@ import MallocInterposerSwift
 /// fails unless there are none.
 ///
 /// Why not an ordo-one/benchmark target: its malloc metric (the same interposer, used here
-/// directly) counts the whole process, and Ferry's control thread allocates on purpose (a
-/// stats snapshot every 50 ms). The question is the forwarding loop, so this attributes every
+/// directly) counts the whole process, and other threads allocate on purpose (this check's
+/// own `snapshot()` polls; Ferry's control thread when it wakes for a stats period or a link
+/// change). The question is the forwarding loop, so this attributes every
 /// allocation to its thread with the interposer's allocation hook: the worker is the thread
 /// pinned to the DUT core (checked in /proc). The runtime is Ferry's own `FerryRuntime`, the
 /// code `ferry run` executes, against dpdk-testpmd's net_vhost in io mode with `tx_first`, as
