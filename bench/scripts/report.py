@@ -103,6 +103,17 @@ def latency_section(bench):
             each = ", ".join(us(x) for x in row["p99s"])
             out.append(f"| {row['dut']} | {int(row['load'] * 100)} % | **{us(row.get('median_p99'))}** | {each} | "
                        f"{us(row.get('median_p50'))} | {row['overloaded_reps']} |")
+        comparisons = bench.get("latency_comparison") or []
+        if comparisons:
+            out += ["", "| load | Ferry / testpmd, median p99 | 90 % bootstrap interval | Ferry no worse in |",
+                    "|---:|---:|---:|---:|"]
+            for c in comparisons:
+                out.append(f"| {int(c['load'] * 100)} % | **{f2(c['ratio'])}** | {f2(c['low'])}–{f2(c['high'])} | "
+                           f"{c['ferry_not_worse'] * 100:.0f} % of resamples |")
+            out += ["", "The interval resamples each DUT's repetitions with replacement (4000 times, seeded) and "
+                    "takes the 5th and 95th percentiles of the ratio of medians: an interval below 1 means Ferry's "
+                    "p99 is lower beyond what the spread of repetitions explains; one containing 1 means the run "
+                    "cannot tell them apart."]
         out += ["",
                 "*Overloaded*: at least 2 % of the frames due were not accepted (RX ring full) or not returned, so "
                 "the DUT did not keep up at that moment (its maximum had been measured in a faster spell of the machine) and the tail "
@@ -389,7 +400,13 @@ def main():
     p99 = {row["dut"]: row.get("median_p99") for row in bench.get("latency_summary") or [] if row["load"] == 0.5}
     if p99:
         reps = bench["settings"].get("latency_reps") or 1
-        print(f"p99 at 50 % load, µs (median of {reps}): ferry {us(p99.get('ferry'))}, testpmd {us(p99.get('testpmd'))}")
+        line = f"p99 at 50 % load, µs (median of {reps}): ferry {us(p99.get('ferry'))}, testpmd {us(p99.get('testpmd'))}"
+        half = [c for c in bench.get("latency_comparison") or [] if c["load"] == 0.5]
+        if half:
+            c = half[0]
+            line += (f"; ratio {f2(c['ratio'])}, 90 % interval {f2(c['low'])}–{f2(c['high'])}, "
+                     f"Ferry no worse in {c['ferry_not_worse'] * 100:.0f} % of resamples")
+        print(line)
     ratio = headline(bench)
     print(f"ratio ferry/testpmd: {f2(ratio)} (split 64B)")
 

@@ -64,6 +64,8 @@ public struct BenchReport: Codable, Sendable {
     public var latency: [LatencyResult] = []
     /// Per DUT and load: the p99 of each repetition and their median.
     public var latencySummary: [LatencySummary] = []
+    /// Per load: Ferry's median p99 over testpmd's, with a bootstrap interval.
+    public var latencyComparison: [LatencyComparison] = []
     public var startup: [StartupResult] = []
     public var notes: [String] = []
 

@@ -184,6 +184,7 @@ if only.contains("latency") || only.contains("startup") {
             s.dutCPU = dutCPU
             report.latency = LatencyBench(settings: s, say: say).run(generator: generator, socket: socket)
             report.latencySummary = LatencySummary.summarize(report.latency, loads: s.loads)
+            report.latencyComparison = LatencyComparison.compare(report.latencySummary)
             save()
         }
         if only.contains("startup") {

@@ -108,7 +108,7 @@ final class GeneratorRingTests: XCTestCase {
     }
 
     func testImpossibleAvailIndexOrHeadBreaksTheRing() {
-        var ring = SplitRing(memory: driver, queueSize: 8, eventIdx: false, inOrder: true)
+        let ring = SplitRing(memory: driver, queueSize: 8, eventIdx: false, inOrder: true)
         defer { ring.deallocate() }
         var dev = deviceRing(for: ring, queueSize: 8)
         // avail->idx 9 ahead of a ring of 8.
