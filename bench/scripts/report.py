@@ -95,6 +95,9 @@ def latency_section(bench):
            "with this generator: the highest paced rate it keeps up with. "
            "Each repetition is a fresh DUT process that measures its own maximum first; the DUTs alternate.",
            ""]
+    if s.get("latency_fixed_max_pps"):
+        out += [f"**Diagnostic run (`--latency-fixed-max`)**: no search; both DUTs' loads are fractions of a common "
+                f"{s['latency_fixed_max_pps'] / 1e6:.2f} Mpps, so each load is the same absolute rate for both.", ""]
     summary = bench.get("latency_summary") or []
     if summary:
         out += ["| DUT | load | **median p99** | p99 of each repetition | median p50 | overloaded repetitions |",

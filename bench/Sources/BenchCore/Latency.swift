@@ -114,6 +114,10 @@ public struct LatencySettings: Sendable {
     /// several-fold with the machine's spells of steal and speed, so the target is judged on
     /// the median over repetitions.
     public var reps = 5
+    /// When set, both DUTs' loads are fractions of this rate, with no search and no retries:
+    /// the same absolute rates for both, to tell a DUT's tail from the traffic its own maximum
+    /// puts on it (a diagnostic; the target is judged on each DUT's own maximum).
+    public var fixedMaxPps: Double?
     /// The burst-fill estimate's window (after 0.5 s of warm-up).
     public var saturationSeconds = 1
     /// The overload runs that bound the search: open loop at `overload` × the burst-fill
@@ -192,6 +196,17 @@ public final class LatencyBench {
         }
         usleep(300_000)
         launch.pinControlThread(process)
+
+        if let fixed = settings.fixedMaxPps {
+            result.maxPps = fixed
+            for load in settings.loads {
+                let point = runPoint(kind: kind, load: load, rate: fixed * load, attempt: 1, dut: process.pid,
+                                     generator: generator, say: say)
+                result.points.append(point)
+                if point.error != nil { break }
+            }
+            return result
+        }
 
         var error: String?
         guard let first = searchMaximum(kind: kind, generator: generator, say: say, error: &error) else {

@@ -11,6 +11,9 @@ public struct BenchReport: Codable, Sendable {
         public var latencyLoads: [Double]
         /// Latency repetitions per DUT (absent in results from before repetitions: one).
         public var latencyReps: Int?
+        /// Set when both DUTs' loads were fractions of this rate instead of each one's searched
+        /// maximum (`--latency-fixed-max`).
+        public var latencyFixedMaxPps: Double?
         public var startupReps: Int
         public var backendCPU: Int
         public var dutCPU: Int
@@ -21,7 +24,9 @@ public struct BenchReport: Codable, Sendable {
 
         public init(pairs: Int, seconds: Int, warmup: Int, configs: [String], latencySeconds: Int,
                     latencyLoads: [Double], startupReps: Int, backendCPU: Int, dutCPU: Int,
-                    comboPairs: Int = 3, comboSeconds: Int = 5, comboWarmup: Int = 2, latencyReps: Int? = nil) {
+                    comboPairs: Int = 3, comboSeconds: Int = 5, comboWarmup: Int = 2, latencyReps: Int? = nil,
+                    latencyFixedMaxPps: Double? = nil) {
+            self.latencyFixedMaxPps = latencyFixedMaxPps
             self.pairs = pairs
             self.seconds = seconds
             self.warmup = warmup

@@ -14,6 +14,8 @@ usage: ferry-bench --ferry PATH --out FILE [options]
   --configs LIST        split-64,split-1518,packed-64,packed-1518,split-64-2q (all of these)
   --latency-seconds L   seconds per latency load point (5)
   --latency-reps N      latency repetitions per DUT, alternating (5)
+  --latency-fixed-max M take M Mpps as both DUTs' maximum instead of searching each one's:
+                        the loads are then the same absolute rates for both (a diagnostic)
   --startup-reps R      start-up runs per DUT (5)
   --only LIST           throughput,combos,latency,startup (all); profile runs only when named
   --combo-pairs N       A/B pairs per feature combination (3)
@@ -47,6 +49,7 @@ var warmup = 3
 var configTokens = ["split-64", "split-1518", "packed-64", "packed-1518", "split-64-2q"]
 var latencySeconds = 5
 var latencyReps = 5
+var latencyFixedMax: Double?
 var startupReps = 5
 var only: Set<String> = ["throughput", "combos", "latency", "startup"]
 var comboPairs = 3
@@ -80,6 +83,10 @@ while !args.isEmpty {
     case "--configs": configTokens = value().split(separator: ",").map(String.init)
     case "--latency-seconds": latencySeconds = max(1, number())
     case "--latency-reps": latencyReps = max(1, number())
+    case "--latency-fixed-max":
+        let v = value()
+        guard let m = Double(v), m > 0, m < 100 else { fail("--latency-fixed-max: not a rate in Mpps: \(v)") }
+        latencyFixedMax = m * 1e6
     case "--startup-reps": startupReps = max(1, number())
     case "--only": only = Set(value().split(separator: ",").map(String.init))
     case "--combo-pairs": comboPairs = max(1, number())
@@ -122,7 +129,7 @@ var report = BenchReport(
     settings: .init(pairs: pairs, seconds: seconds, warmup: warmup, configs: configs.map(\.name),
                     latencySeconds: latencySeconds, latencyLoads: [0.1, 0.5, 0.9], startupReps: startupReps,
                     backendCPU: backendCPU, dutCPU: dutCPU, comboPairs: comboPairs, comboSeconds: comboSeconds,
-                    comboWarmup: comboWarmup, latencyReps: latencyReps),
+                    comboWarmup: comboWarmup, latencyReps: latencyReps, latencyFixedMaxPps: latencyFixedMax),
     host: .init(cpus: sysconf(Int32(_SC_NPROCESSORS_ONLN)), loadAverageStart: BenchFiles.loadAverage(), loadAverageEnd: 0,
                 kernel: (BenchFiles.read("/proc/sys/kernel/osrelease") ?? "").trimmingCharacters(in: .whitespacesAndNewlines),
                 testpmd: testpmdVersion))
@@ -178,6 +185,7 @@ if only.contains("latency") || only.contains("startup") {
             var s = LatencySettings()
             s.seconds = latencySeconds
             s.reps = latencyReps
+            s.fixedMaxPps = latencyFixedMax
             s.ferryBinary = ferry
             s.workDir = work
             s.generatorCPU = backendCPU
