@@ -117,6 +117,19 @@ def latency_section(bench):
                     "takes the 5th and 95th percentiles of the ratio of medians: an interval below 1 means Ferry's "
                     "p99 is lower beyond what the spread of repetitions explains; one containing 1 means the run "
                     "cannot tell them apart."]
+        by_rate = bench.get("latency_by_rate") or []
+        if by_rate:
+            out += ["", "**The same traffic**: every load point that kept up (not overloaded), binned by the rate "
+                    "offered, whatever fraction of its own maximum it was. Median per bin, µs.", "",
+                    "| offered Mpps | Ferry points | Ferry p99 | Ferry p50 | testpmd points | testpmd p99 | testpmd p50 |",
+                    "|---|---:|---:|---:|---:|---:|---:|"]
+            bins = sorted({(r["low_mpps"], r["high_mpps"]) for r in by_rate})
+            for lo, hi in bins:
+                cells = []
+                for dut in ("ferry", "testpmd"):
+                    row = next((r for r in by_rate if r["dut"] == dut and r["low_mpps"] == lo), None)
+                    cells += [str(row["points"]), us(row["median_p99"]), us(row["median_p50"])] if row else ["0", "", ""]
+                out.append(f"| {lo:.1f}–{hi:.1f} | " + " | ".join(cells) + " |")
         out += ["",
                 "*Overloaded*: at least 2 % of the frames due were not accepted (RX ring full) or not returned, so "
                 "the DUT did not keep up at that moment (its maximum had been measured in a faster spell of the machine) and the tail "

@@ -71,6 +71,8 @@ public struct BenchReport: Codable, Sendable {
     public var latencySummary: [LatencySummary] = []
     /// Per load: Ferry's median p99 over testpmd's, with a bootstrap interval.
     public var latencyComparison: [LatencyComparison] = []
+    /// Both DUTs' points binned by offered rate (see `LatencyByRate`).
+    public var latencyByRate: [LatencyByRate] = []
     public var startup: [StartupResult] = []
     public var notes: [String] = []
 

@@ -193,6 +193,7 @@ if only.contains("latency") || only.contains("startup") {
             report.latency = LatencyBench(settings: s, say: say).run(generator: generator, socket: socket)
             report.latencySummary = LatencySummary.summarize(report.latency, loads: s.loads)
             report.latencyComparison = LatencyComparison.compare(report.latencySummary)
+            report.latencyByRate = LatencyByRate.bin(report.latency)
             save()
         }
         if only.contains("startup") {

@@ -128,3 +128,45 @@ final class MaximumSearchTests: XCTestCase {
         XCTAssertEqual(LatencyBench.notAccepted(idle), 1, "nothing due counts as not kept up")
     }
 }
+
+/// The same-traffic view: points grouped by the rate offered, whatever load fraction they were.
+final class LatencyByRateTests: XCTestCase {
+    private func point(_ dut: DUTKind, mpps: Double, p99: UInt64, overloaded: Bool = false,
+                       error: String? = nil) -> LatencyPoint {
+        var h = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000_000,
+                                  numberOfSignificantValueDigits: .three)
+        for _ in 0..<98 { h.record(500) }
+        h.record(p99)
+        h.record(p99)
+        return LatencyPoint(dut: dut, load: 0.5, targetPps: mpps * 1e6, offeredPps: mpps * 1e6, receivedPps: mpps * 1e6,
+                            sent: 1000, received: 1000, lost: 0, rxRingFull: 0, reordered: 0, foreign: 0,
+                            corrected: Percentiles(h), uncorrected: Percentiles(h), cdf: [],
+                            overloaded: overloaded, error: error)
+    }
+
+    func testPointsOfEitherLoadShareABinByRate() {
+        let results = [
+            LatencyResult(dut: .ferry, rep: 1, maxPps: 3.6e6,
+                          points: [point(.ferry, mpps: 1.8, p99: 100_000), point(.ferry, mpps: 3.2, p99: 900_000)], error: nil),
+            LatencyResult(dut: .testpmd, rep: 1, maxPps: 2.8e6,
+                          points: [point(.testpmd, mpps: 1.4, p99: 80_000), point(.testpmd, mpps: 2.5, p99: 700_000)], error: nil),
+            LatencyResult(dut: .ferry, rep: 2, maxPps: 3.0e6,
+                          points: [point(.ferry, mpps: 1.45, p99: 60_000),
+                                   point(.ferry, mpps: 1.6, p99: 5_000_000, overloaded: true),
+                                   point(.ferry, mpps: 1.7, p99: 1, error: "failed")], error: nil),
+        ]
+        let rows = LatencyByRate.bin(results)
+        XCTAssertEqual(rows.map { "\($0.lowMpps) \($0.dut.rawValue) \($0.points)" },
+                       ["1.0 ferry 1", "1.0 testpmd 1", "1.5 ferry 1", "2.5 testpmd 1", "3.0 ferry 1"])
+        let shared = rows.filter { $0.lowMpps == 1.0 }
+        XCTAssertEqual(shared.first { $0.dut == .ferry }!.medianP99, 60_000, accuracy: 60)
+        XCTAssertEqual(shared.first { $0.dut == .testpmd }!.medianP99, 80_000, accuracy: 80)
+        // The overloaded and failed points at 1.6 and 1.7 Mpps are left out: one point in that bin.
+        XCTAssertEqual(rows.first { $0.lowMpps == 1.5 }!.medianP99, 100_000, accuracy: 100)
+        XCTAssertEqual(rows.first { $0.lowMpps == 1.5 }!.highMpps, 2.0)
+    }
+
+    func testNoPointsNoRows() {
+        XCTAssertEqual(LatencyByRate.bin([]), [])
+    }
+}
