@@ -102,12 +102,19 @@ final class ControlEvents {
         return woken
     }
 
-    /// SIGINT or SIGTERM taken without waiting, or 0: the fallback when there is no signalfd.
-    private static func pendingStopSignal() -> Int32 {
+    /// SIGINT and SIGTERM: what stops a run, blocked on every Ferry thread so that only the
+    /// control thread takes them.
+    static var stopSignals: sigset_t {
         var set = sigset_t()
         sigemptyset(&set)
         sigaddset(&set, SIGINT)
         sigaddset(&set, SIGTERM)
+        return set
+    }
+
+    /// SIGINT or SIGTERM taken without waiting, or 0: the fallback when there is no signalfd.
+    private static func pendingStopSignal() -> Int32 {
+        var set = stopSignals
         var zero = timespec(tv_sec: 0, tv_nsec: 0)
         let sig = sigtimedwait(&set, nil, &zero)
         return sig == SIGINT || sig == SIGTERM ? sig : 0

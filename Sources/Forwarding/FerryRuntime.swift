@@ -393,10 +393,7 @@ public final class FerryRuntime: @unchecked Sendable {
     // MARK: - Signals
 
     private func blockStopSignals() {
-        var set = sigset_t()
-        sigemptyset(&set)
-        sigaddset(&set, SIGINT)
-        sigaddset(&set, SIGTERM)
+        var set = ControlEvents.stopSignals
         pthread_sigmask(SIG_BLOCK, &set, nil)
     }
 }

@@ -104,10 +104,7 @@ final class ControlEventsTests: XCTestCase {
         let result = Received()
         let done = DispatchSemaphore(value: 0)
         let thread = Thread {
-            var set = sigset_t()
-            sigemptyset(&set)
-            sigaddset(&set, SIGINT)
-            sigaddset(&set, SIGTERM)
+            var set = ControlEvents.stopSignals
             pthread_sigmask(SIG_BLOCK, &set, nil)
             let events = ControlEvents(wake: nil, handleSignals: true)
             pthread_kill(pthread_self(), SIGTERM)
