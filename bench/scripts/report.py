@@ -211,8 +211,8 @@ def alloc_section(alloc):
             "",
             f"**{verdict}**: {alloc['worker_mallocs']} mallocs on the worker thread for "
             f"{alloc['packets_forwarded']} frames forwarded in {alloc['seconds']:.1f} s "
-            f"({alloc['worker_mallocs_per_packet']:.3g} per packet); the control thread made "
-            f"{alloc['other_thread_mallocs']} (stats snapshots)."
+            f"({alloc['worker_mallocs_per_packet']:.3g} per packet); Ferry's other threads made "
+            f"{alloc['other_thread_mallocs']} (its control thread sleeps until it has work)."
             + (f" {alloc['error']}" if alloc.get("error") else "")]
 
 
