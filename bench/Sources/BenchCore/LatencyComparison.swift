@@ -1,3 +1,5 @@
+import FerryTestSupport
+
 /// Ferry's median p99 against testpmd's at one load, and how far the repetitions let that
 /// ratio be trusted.
 ///
@@ -23,7 +25,7 @@ public struct LatencyComparison: Codable, Sendable, Equatable {
                                resamples: Int = 4000, seed: UInt64 = 0x5eed) -> LatencyComparison? {
         let f = ferry.map { Double($0) }, t = testpmd.map { Double($0) }
         guard let fm = Stats.median(f), let tm = Stats.median(t), tm > 0, resamples > 0 else { return nil }
-        var rng = SplitMix64(seed: seed)
+        var rng = SplitMix(seed: seed)
         var ratios: [Double] = []
         ratios.reserveCapacity(resamples)
         var notWorse = 0
@@ -51,21 +53,4 @@ public struct LatencyComparison: Codable, Sendable, Equatable {
             return compare(load: load, ferry: f.p99s, testpmd: t.p99s)
         }
     }
-}
-
-/// A small seeded generator (SplitMix64), so a bootstrap is reproducible.
-struct SplitMix64 {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
-    }
-
-    /// Uniform in 0..<n (n > 0); the modulo bias is below 2⁻⁵⁰ for any count used here.
-    mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
 }
