@@ -7,16 +7,7 @@ import XCTest
 final class LatencySummaryTests: XCTestCase {
     private func point(_ dut: DUTKind, load: Double, p99: UInt64, overloaded: Bool = false,
                        error: String? = nil, received: UInt64 = 1000) -> LatencyPoint {
-        var h = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000_000,
-                                  numberOfSignificantValueDigits: .three)
-        // 98 fast frames and 2 at `p99`: the 99th percentile is `p99`, the median 500 ns.
-        for _ in 0..<98 { h.record(500) }
-        h.record(p99)
-        h.record(p99)
-        return LatencyPoint(dut: dut, load: load, targetPps: 1e6, offeredPps: 1e6, receivedPps: 1e6, sent: received,
-                            received: received, lost: 0, rxRingFull: 0, reordered: 0, foreign: 0,
-                            corrected: Percentiles(h), uncorrected: Percentiles(h), cdf: [],
-                            overloaded: overloaded, error: error)
+        latencyPoint(dut, load: load, mpps: 1, p99: p99, overloaded: overloaded, error: error, received: received)
     }
 
     private func run(_ dut: DUTKind, rep: Int, _ points: [LatencyPoint]) -> LatencyResult {
@@ -133,15 +124,7 @@ final class MaximumSearchTests: XCTestCase {
 final class LatencyByRateTests: XCTestCase {
     private func point(_ dut: DUTKind, mpps: Double, p99: UInt64, overloaded: Bool = false,
                        error: String? = nil) -> LatencyPoint {
-        var h = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000_000,
-                                  numberOfSignificantValueDigits: .three)
-        for _ in 0..<98 { h.record(500) }
-        h.record(p99)
-        h.record(p99)
-        return LatencyPoint(dut: dut, load: 0.5, targetPps: mpps * 1e6, offeredPps: mpps * 1e6, receivedPps: mpps * 1e6,
-                            sent: 1000, received: 1000, lost: 0, rxRingFull: 0, reordered: 0, foreign: 0,
-                            corrected: Percentiles(h), uncorrected: Percentiles(h), cdf: [],
-                            overloaded: overloaded, error: error)
+        latencyPoint(dut, load: 0.5, mpps: mpps, p99: p99, overloaded: overloaded, error: error)
     }
 
     func testPointsOfEitherLoadShareABinByRate() {
@@ -169,4 +152,19 @@ final class LatencyByRateTests: XCTestCase {
     func testNoPointsNoRows() {
         XCTAssertEqual(LatencyByRate.bin([]), [])
     }
+}
+
+/// A point whose histogram holds 98 frames of 500 ns and 2 of `p99`: its 99th percentile is
+/// `p99` and its median 500 ns.
+private func latencyPoint(_ dut: DUTKind, load: Double, mpps: Double, p99: UInt64, overloaded: Bool,
+                          error: String?, received: UInt64 = 1000) -> LatencyPoint {
+    var h = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000_000,
+                              numberOfSignificantValueDigits: .three)
+    for _ in 0..<98 { h.record(500) }
+    h.record(p99)
+    h.record(p99)
+    return LatencyPoint(dut: dut, load: load, targetPps: mpps * 1e6, offeredPps: mpps * 1e6, receivedPps: mpps * 1e6,
+                        sent: received, received: received, lost: 0, rxRingFull: 0, reordered: 0, foreign: 0,
+                        corrected: Percentiles(h), uncorrected: Percentiles(h), cdf: [],
+                        overloaded: overloaded, error: error)
 }
