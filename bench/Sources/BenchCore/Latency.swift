@@ -1,5 +1,6 @@
 import CFerry
 import FerryTestSupport
+import Foundation
 import Histogram
 #if canImport(Glibc)
 import Glibc
@@ -118,6 +119,13 @@ public struct LatencySettings: Sendable {
     /// the same absolute rates for both, to tell a DUT's tail from the traffic its own maximum
     /// puts on it (a diagnostic; the target is judged on each DUT's own maximum).
     public var fixedMaxPps: Double?
+    /// When set, each load point also writes to this directory the frames slower than
+    /// `tailThresholdNs`, the generator's gaps longer than `gapThresholdNs` (`IntervalLog`) and
+    /// a kernel trace of both cores (`KernelTrace`), for `bench/scripts/tail-attribution.py`
+    /// (a diagnostic).
+    public var traceDirectory: String?
+    public var tailThresholdNs: UInt64 = 20_000
+    public var gapThresholdNs: UInt64 = 10_000
     /// The burst-fill estimate's window (after 0.5 s of warm-up).
     public var saturationSeconds = 1
     /// The overload runs that bound the search: open loop at `overload` × the burst-fill
@@ -200,7 +208,7 @@ public final class LatencyBench {
         if let fixed = settings.fixedMaxPps {
             result.maxPps = fixed
             for load in settings.loads {
-                let point = runPoint(kind: kind, load: load, rate: fixed * load, attempt: 1, dut: process.pid,
+                let point = runPoint(kind: kind, rep: rep, load: load, rate: fixed * load, attempt: 1, dut: process.pid,
                                      generator: generator, say: say)
                 result.points.append(point)
                 if point.error != nil { break }
@@ -223,7 +231,7 @@ public final class LatencyBench {
 
         for load in settings.loads {
             for attempt in 1...(1 + settings.pointRetries) {
-                let point = runPoint(kind: kind, load: load, rate: maxPps * load, attempt: attempt, dut: process.pid,
+                let point = runPoint(kind: kind, rep: rep, load: load, rate: maxPps * load, attempt: attempt, dut: process.pid,
                                      generator: generator, say: say)
                 result.points.append(point)
                 if point.error != nil { return result }
@@ -243,10 +251,21 @@ public final class LatencyBench {
     }
 
     /// One load point: `rate` paced for `seconds`, with the preemption and steal counts of both cores.
-    func runPoint(kind: DUTKind, load: Double, rate: Double, attempt: Int, dut: Int32, generator: Generator,
-                  say: (String) -> Void) -> LatencyPoint {
+    func runPoint(kind: DUTKind, rep: Int, load: Double, rate: Double, attempt: Int, dut: Int32,
+                  generator: Generator, say: (String) -> Void) -> LatencyPoint {
         let job = TrafficJob(mode: .fixedRate(rate), frameLength: settings.frameSize, warmupNs: 500_000_000,
                              durationNs: UInt64(settings.seconds) * 1_000_000_000, drainNs: 100_000_000)
+        let traceName = settings.traceDirectory.map { "\($0)/\(kind.rawValue)-rep\(rep)-load\(Int(load * 100))-attempt\(attempt)" }
+        if traceName != nil {
+            // Room for every frame of a point that keeps up (a few % are over the threshold), up
+            // to 4 M; an overloaded point overflows it, and the script leaves such points out.
+            job.tail = IntervalLog(thresholdNs: settings.tailThresholdNs,
+                                   capacity: min(Int(rate) * (settings.seconds + 1), 4 << 20))
+            job.gaps = IntervalLog(thresholdNs: settings.gapThresholdNs, capacity: 1 << 20)
+            do { try KernelTrace.start(cpus: [settings.generatorCPU, settings.dutCPU]) } catch {
+                say("[latency] no kernel trace: \(error)")
+            }
+        }
         func sample(_ pid: Int32, _ cpu: Int) -> (UInt64, UInt64)? {
             Preemption.count(pid: pid, cpu: cpu).map { ($0, ferry_monotonic_ns()) }
         }
@@ -283,8 +302,46 @@ public final class LatencyBench {
         point.uncorrected = Percentiles(job.uncorrected)
         point.cdf = Self.cdf(job.corrected)
         point.error = job.abortReason
+        if let traceName { writeTrace(traceName, job: job, point: point, dut: dut, say: say) }
         say("[latency] \(kind.rawValue) \(Int(load * 100))% (\(fmt(rate / 1e6, 3)) Mpps\(attempt > 1 ? ", attempt \(attempt)" : "")): p50 \(us(point.corrected.p50)) p99 \(us(point.corrected.p99)) p99.9 \(us(point.corrected.p999)) max \(us(point.corrected.max)) µs, lost \(point.lost), ring full \(point.rxRingFull), reordered \(point.reordered), preempted/s generator \(fmt(point.generatorPreemptionsPerSecond ?? -1, 0)) DUT \(fmt(point.dutPreemptionsPerSecond ?? -1, 0)), steal ms/s generator \(fmt(point.generatorStealMsPerSecond ?? -1, 0)) DUT \(fmt(point.dutStealMsPerSecond ?? -1, 0))\(point.overloaded == true ? " (overloaded)" : "")")
         return point
+    }
+
+    /// The diagnostic's files for one point: `.trace` (tracefs text), `.tail` (one slow frame per
+    /// line: due and received, ns), `.gaps` (the generator loop's gaps: from and to, ns) and
+    /// `.json` (the point, the window and which threads are whose).
+    func writeTrace(_ base: String, job: TrafficJob, point: LatencyPoint, dut: Int32, say: (String) -> Void) {
+        do { try KernelTrace.stop(into: base + ".trace") } catch { say("[latency] kernel trace: \(error)") }
+        guard let tail = job.tail, let gaps = job.gaps else { return }
+        let meta = TraceMeta(point: point, windowStartNs: job.windowStartNs, windowEndNs: job.windowEndNs,
+                             thresholdNs: tail.thresholdNs, overflow: tail.overflow, gapThresholdNs: gaps.thresholdNs,
+                             gapOverflow: gaps.overflow, received: job.receivedMeasured,
+                             generatorPid: getpid(), dutPid: dut, generatorCPU: settings.generatorCPU,
+                             dutCPU: settings.dutCPU)
+        do {
+            try tail.text().write(toFile: base + ".tail", atomically: false, encoding: .utf8)
+            try gaps.text().write(toFile: base + ".gaps", atomically: false, encoding: .utf8)
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try encoder.encode(meta).write(to: URL(fileURLWithPath: base + ".json"))
+        } catch {
+            say("[latency] writing \(base): \(error)")
+        }
+    }
+
+    struct TraceMeta: Codable {
+        var point: LatencyPoint
+        var windowStartNs: UInt64
+        var windowEndNs: UInt64
+        var thresholdNs: UInt64
+        var overflow: UInt64
+        var gapThresholdNs: UInt64
+        var gapOverflow: UInt64
+        var received: UInt64
+        var generatorPid: Int32
+        var dutPid: Int32
+        var generatorCPU: Int
+        var dutCPU: Int
     }
 
     /// About 100 points of the cumulative distribution, denser in the tail.

@@ -16,6 +16,8 @@ usage: ferry-bench --ferry PATH --out FILE [options]
   --latency-reps N      latency repetitions per DUT, alternating (5)
   --latency-fixed-max M take M Mpps as both DUTs' maximum instead of searching each one's:
                         the loads are then the same absolute rates for both (a diagnostic)
+  --latency-trace DIR   write each load point's slow frames and a kernel trace of both cores
+                        to DIR, for bench/scripts/tail-attribution.py (a diagnostic; root)
   --startup-reps R      start-up runs per DUT (5)
   --only LIST           throughput,combos,latency,startup (all); profile runs only when named
   --combo-pairs N       A/B pairs per feature combination (3)
@@ -50,6 +52,7 @@ var configTokens = ["split-64", "split-1518", "packed-64", "packed-1518", "split
 var latencySeconds = 5
 var latencyReps = 5
 var latencyFixedMax: Double?
+var latencyTrace: String?
 var startupReps = 5
 var only: Set<String> = ["throughput", "combos", "latency", "startup"]
 var comboPairs = 3
@@ -87,6 +90,7 @@ while !args.isEmpty {
         let v = value()
         guard let m = Double(v), m > 0, m < 100 else { fail("--latency-fixed-max: not a rate in Mpps: \(v)") }
         latencyFixedMax = m * 1e6
+    case "--latency-trace": latencyTrace = value()
     case "--startup-reps": startupReps = max(1, number())
     case "--only": only = Set(value().split(separator: ",").map(String.init))
     case "--combo-pairs": comboPairs = max(1, number())
@@ -186,6 +190,8 @@ if only.contains("latency") || only.contains("startup") {
             s.seconds = latencySeconds
             s.reps = latencyReps
             s.fixedMaxPps = latencyFixedMax
+            s.traceDirectory = latencyTrace
+            if let latencyTrace { BenchFiles.makeDirectory(latencyTrace) }
             s.ferryBinary = ferry
             s.workDir = work
             s.generatorCPU = backendCPU

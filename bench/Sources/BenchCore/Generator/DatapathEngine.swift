@@ -86,12 +86,21 @@ struct DatapathEngine {
         var uncorrected = job.uncorrected
         job.corrected = job.placeholder
         job.uncorrected = job.placeholder
+        var tail = job.tail
+        var gaps = job.gaps
+        let logTail = tail != nil, logGaps = gaps != nil
+        // A gap counts only after an iteration that moved nothing: a busy one (a backlog coming
+        // back, the skip loop of an overload) is the generator working, not being stalled.
+        var previous = start
+        var previousIdle = false
 
         while true {
             guard ready else {
                 if startup {
                     job.corrected = corrected
                     job.uncorrected = uncorrected
+                    job.tail = tail
+                    job.gaps = gaps
                     return false
                 }
                 job.abortReason = "the DUT's rings stopped during the run (disconnected?)"
@@ -102,6 +111,11 @@ struct DatapathEngine {
                 break
             }
             let now = ferry_monotonic_ns()
+            if logGaps {
+                if previousIdle { gaps!.note(from: previous, to: now) }
+                previous = now
+                previousIdle = true
+            }
             if now >= end { break }
 
             // ---- send ------------------------------------------------------------------
@@ -148,6 +162,7 @@ struct DatapathEngine {
                     }
                 }
                 if sentNow > 0 {
+                    previousIdle = false
                     rx.pointee.publishUsed()
                     if callFds.0 >= 0 && rx.pointee.driverWantsInterrupt() {
                         signal(callFds.0)
@@ -159,6 +174,7 @@ struct DatapathEngine {
             // ---- receive ---------------------------------------------------------------
             let n = min(tx.pointee.available(), Self.batch)
             if n > 0 {
+                previousIdle = false
                 let rxNow = ferry_monotonic_ns()
                 let arrivedNow: UInt64 = rxNow >= windowStart && rxNow < windowEnd ? 1 : 0
                 var i = 0
@@ -178,6 +194,7 @@ struct DatapathEngine {
                             if f.intended >= measureFrom && f.intended < windowEnd {
                                 receivedMeasured &+= 1
                                 corrected.record(rxNow > f.intended ? rxNow &- f.intended : 0)
+                                if logTail { tail!.note(from: f.intended, to: rxNow) }
                                 uncorrected.record(rxNow > f.sent ? rxNow &- f.sent : 0)
                             }
                             if firstReceive == 0 { firstReceive = rxNow }
@@ -199,6 +216,8 @@ struct DatapathEngine {
         }
         job.corrected = corrected
         job.uncorrected = uncorrected
+        job.tail = tail
+        job.gaps = gaps
         job.firstReceiveNs = firstReceive
         job.sentTotal = sentTotal
         job.sentMeasured = sentMeasured

@@ -68,6 +68,10 @@ public final class TrafficJob: @unchecked Sendable {
     /// Latency from the actual send time, ns.
     public internal(set) var uncorrected: Histogram<UInt64>
     public internal(set) var abortReason: String?
+    /// The slowest frames of the window and the datapath's own gaps, when a diagnostic asked
+    /// for them (set before `post`; the datapath fills them). Deallocated with the job.
+    public var tail: IntervalLog?
+    public var gaps: IntervalLog?
     /// What the job holds while the datapath has its histograms.
     let placeholder = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 2,
                                         numberOfSignificantValueDigits: .one)
@@ -93,7 +97,11 @@ public final class TrafficJob: @unchecked Sendable {
         doneFlag.initialize(to: 0)
     }
 
-    deinit { doneFlag.deallocate() }
+    deinit {
+        doneFlag.deallocate()
+        tail?.deallocate()
+        gaps?.deallocate()
+    }
 
     public var isDone: Bool { ferry_load_acquire_u8(doneFlag) != 0 }
 
