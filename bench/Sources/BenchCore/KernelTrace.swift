@@ -23,11 +23,15 @@ public struct KernelTrace {
     ]
 
     /// Clears the buffer and starts tracing `cpus`. Throws a message naming what failed.
-    public static func start(cpus: [Int]) throws {
+    /// Returns the buffer size it replaced (KiB per CPU), for `stop` to put back.
+    @discardableResult
+    public static func start(cpus: [Int]) throws -> String? {
         if !FileManager.default.fileExists(atPath: root + "/trace") {
             _ = mount("nodev", root, "tracefs", 0, nil)
         }
         try write("tracing_on", "0")
+        let previousBufferKb = (try? String(contentsOfFile: root + "/buffer_size_kb", encoding: .utf8))?
+            .split(whereSeparator: { !$0.isNumber }).first.map(String.init)
         try write("trace_clock", "mono")
         try write("buffer_size_kb", "65536")
         try write("tracing_cpumask", String(cpus.reduce(0) { $0 | (1 << $1) }, radix: 16))
@@ -38,13 +42,18 @@ public struct KernelTrace {
         }
         try write("trace", "")
         try write("tracing_on", "1")
+        return previousBufferKb
     }
 
-    /// Stops tracing and copies the buffer to `path`.
-    public static func stop(into path: String) throws {
+    /// Stops tracing, copies the buffer to `path`, and gives the kernel its 64 MiB per CPU back
+    /// (`bufferKb`, what `start` returned).
+    public static func stop(into path: String, restoringBufferKb bufferKb: String?) throws {
         try write("tracing_on", "0")
+        defer {
+            try? write("set_event", "")
+            if let bufferKb { try? write("buffer_size_kb", bufferKb) }
+        }
         try copy(root + "/trace", to: path)
-        try write("set_event", "")
     }
 
     /// tracefs files report a size of 0, so they are read until read(2) says the end.

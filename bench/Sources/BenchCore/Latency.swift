@@ -256,13 +256,14 @@ public final class LatencyBench {
         let job = TrafficJob(mode: .fixedRate(rate), frameLength: settings.frameSize, warmupNs: 500_000_000,
                              durationNs: UInt64(settings.seconds) * 1_000_000_000, drainNs: 100_000_000)
         let traceName = settings.traceDirectory.map { "\($0)/\(kind.rawValue)-rep\(rep)-load\(Int(load * 100))-attempt\(attempt)" }
+        var traceBufferKb: String?
         if traceName != nil {
             // Room for every frame of a point that keeps up (a few % are over the threshold), up
             // to 4 M; an overloaded point overflows it, and the script leaves such points out.
             job.tail = IntervalLog(thresholdNs: settings.tailThresholdNs,
                                    capacity: min(Int(rate) * (settings.seconds + 1), 4 << 20))
             job.gaps = IntervalLog(thresholdNs: settings.gapThresholdNs, capacity: 1 << 20)
-            do { try KernelTrace.start(cpus: [settings.generatorCPU, settings.dutCPU]) } catch {
+            do { traceBufferKb = try KernelTrace.start(cpus: [settings.generatorCPU, settings.dutCPU]) } catch {
                 say("[latency] no kernel trace: \(error)")
             }
         }
@@ -302,7 +303,7 @@ public final class LatencyBench {
         point.uncorrected = Percentiles(job.uncorrected)
         point.cdf = Self.cdf(job.corrected)
         point.error = job.abortReason
-        if let traceName { writeTrace(traceName, job: job, point: point, dut: dut, say: say) }
+        if let traceName { writeTrace(traceName, job: job, point: point, dut: dut, bufferKb: traceBufferKb, say: say) }
         say("[latency] \(kind.rawValue) \(Int(load * 100))% (\(fmt(rate / 1e6, 3)) Mpps\(attempt > 1 ? ", attempt \(attempt)" : "")): p50 \(us(point.corrected.p50)) p99 \(us(point.corrected.p99)) p99.9 \(us(point.corrected.p999)) max \(us(point.corrected.max)) µs, lost \(point.lost), ring full \(point.rxRingFull), reordered \(point.reordered), preempted/s generator \(fmt(point.generatorPreemptionsPerSecond ?? -1, 0)) DUT \(fmt(point.dutPreemptionsPerSecond ?? -1, 0)), steal ms/s generator \(fmt(point.generatorStealMsPerSecond ?? -1, 0)) DUT \(fmt(point.dutStealMsPerSecond ?? -1, 0))\(point.overloaded == true ? " (overloaded)" : "")")
         return point
     }
@@ -310,8 +311,9 @@ public final class LatencyBench {
     /// The diagnostic's files for one point: `.trace` (tracefs text), `.tail` (one slow frame per
     /// line: due and received, ns), `.gaps` (the generator loop's gaps: from and to, ns) and
     /// `.json` (the point, the window and which threads are whose).
-    func writeTrace(_ base: String, job: TrafficJob, point: LatencyPoint, dut: Int32, say: (String) -> Void) {
-        do { try KernelTrace.stop(into: base + ".trace") } catch { say("[latency] kernel trace: \(error)") }
+    func writeTrace(_ base: String, job: TrafficJob, point: LatencyPoint, dut: Int32, bufferKb: String?,
+                    say: (String) -> Void) {
+        do { try KernelTrace.stop(into: base + ".trace", restoringBufferKb: bufferKb) } catch { say("[latency] kernel trace: \(error)") }
         guard let tail = job.tail, let gaps = job.gaps else { return }
         let meta = TraceMeta(point: point, windowStartNs: job.windowStartNs, windowEndNs: job.windowEndNs,
                              thresholdNs: tail.thresholdNs, overflow: tail.overflow, gapThresholdNs: gaps.thresholdNs,
